@@ -1,0 +1,1 @@
+"""Imports every family's HuggingFace converter so that it registers itself."""

@@ -1,0 +1,124 @@
+"""HuggingFace <-> formerkit checkpoints: the converter registry and the shared load/save path.
+
+Each family registers an ``HFConverter`` (``interop/hf_gpt2.py``, ``hf_bert.py``,
+``hf_marian.py``) that maps HF config keys and tensor names to formerkit's vocabulary. HF
+names (``n_embd``, ``hidden_size``) appear only in these interop modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from formerkit.models.base import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_state_dict_into,
+    load_weights,
+    save_state_dict,
+)
+
+if TYPE_CHECKING:
+    from formerkit.config import ConfigBase
+    from formerkit.models.base import PreTrainedModel
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class HFConverter:
+    """How one HF ``model_type`` maps onto a formerkit family.
+
+    Attributes:
+        model_type: HF ``config.model_type`` (``"gpt2"``, ``"bert"``, ``"marian"``).
+        architectures: HF architecture name -> formerkit class name, both ways.
+        config_from_hf: HF config dict -> formerkit config field dict.
+        config_to_hf: (formerkit config, formerkit class name) -> HF config dict.
+        state_dict_from_hf: (HF state dict, formerkit config, formerkit class name) -> formerkit.
+        state_dict_to_hf: (formerkit state dict, config, formerkit class name) -> HF.
+    """
+
+    model_type: str
+    architectures: dict[str, str]
+    config_from_hf: Callable[[dict[str, Any]], dict[str, Any]]
+    config_to_hf: Callable[[Any, str], dict[str, Any]]
+    state_dict_from_hf: Callable[[StateDict, Any, str], StateDict]
+    state_dict_to_hf: Callable[[StateDict, Any, str], StateDict]
+
+
+_CONVERTERS: dict[str, HFConverter] = {}
+
+
+def register_converter(converter: HFConverter) -> HFConverter:
+    _CONVERTERS[converter.model_type] = converter
+    return converter
+
+
+def get_converter(model_type: str, source: Path | None = None) -> HFConverter:
+    import formerkit.interop.families  # noqa: F401  (registers converters)
+
+    if model_type not in _CONVERTERS:
+        where = f" in {source}" if source else ""
+        raise ValueError(f"unsupported HuggingFace model_type {model_type!r}{where}; "
+                         f"formerkit loads: {', '.join(sorted(_CONVERTERS))}")
+    return _CONVERTERS[model_type]
+
+
+def hf_class_name(raw_config: dict[str, Any], path: Path) -> str:
+    """The formerkit class a HuggingFace directory's ``architectures[0]`` maps to."""
+    converter = get_converter(raw_config.get("model_type", "<none>"), path / CONFIG_NAME)
+    archs = raw_config.get("architectures") or []
+    if not archs:
+        return next(iter(converter.architectures.values()))
+    if archs[0] not in converter.architectures:
+        raise ValueError(f"{path / CONFIG_NAME}: architecture {archs[0]!r} is not supported; "
+                         f"supported: {', '.join(converter.architectures)}")
+    return converter.architectures[archs[0]]
+
+
+def load_hf(cls: type[PreTrainedModel], path: Path, raw_config: dict[str, Any],
+            overrides: dict[str, Any]) -> PreTrainedModel:
+    """Build ``cls`` from a HuggingFace directory (config.json + weights)."""
+    converter = get_converter(raw_config.get("model_type", "<none>"), path / CONFIG_NAME)
+    if cls.__name__ not in converter.architectures.values():
+        raise ValueError(f"{path} holds a HuggingFace {raw_config.get('model_type')!r} "
+                         f"checkpoint, which cannot be loaded as {cls.__name__}")
+    values = converter.config_from_hf(raw_config)
+    values.update(overrides)
+    config: ConfigBase = cls.config_class.from_dict(values)
+    model = cls(config)
+    hf_state = load_weights(path)
+    state = converter.state_dict_from_hf(hf_state, config, cls.__name__)
+    source = path / WEIGHTS_NAME if (path / WEIGHTS_NAME).is_file() else path / "pytorch_model.bin"
+    load_state_dict_into(model, state, source=source)
+    return model
+
+
+def save_hf(model: PreTrainedModel, path: Path) -> None:
+    """Write ``model`` as a HuggingFace directory that ``transformers`` loads unchanged."""
+    converter = _converter_for_class(type(model).__name__)
+    hf_config = converter.config_to_hf(model.config, type(model).__name__)
+    (path / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    state = converter.state_dict_to_hf(model.state_dict(), model.config, type(model).__name__)
+    save_state_dict(state, path / WEIGHTS_NAME)
+
+
+def _converter_for_class(class_name: str) -> HFConverter:
+    import formerkit.interop.families  # noqa: F401
+
+    for converter in _CONVERTERS.values():
+        if class_name in converter.architectures.values():
+            return converter
+    raise ValueError(f"{class_name} has no HuggingFace equivalent to save as")
+
+
+def hf_architecture(converter: HFConverter, class_name: str) -> str:
+    """The HF architecture name for a formerkit class (inverse of ``architectures``)."""
+    for hf_name, ours in converter.architectures.items():
+        if ours == class_name:
+            return hf_name
+    raise ValueError(f"{class_name} has no HuggingFace architecture in {converter.model_type}")

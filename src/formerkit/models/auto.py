@@ -1,0 +1,30 @@
+"""``formerkit.from_pretrained(path)``: load any saved model, choosing its class from config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import formerkit.models as models
+from formerkit.models.base import CONFIG_NAME, PreTrainedModel, read_config
+
+
+def model_class_for(path: str | Path) -> type[PreTrainedModel]:
+    """The class a formerkit or HuggingFace model directory holds."""
+    path = Path(path)
+    raw = read_config(path)
+    if "formerkit" in raw:
+        name = raw["formerkit"].get("class", "")
+    else:
+        from formerkit.interop.hf import hf_class_name
+
+        name = hf_class_name(raw, path)
+    cls = getattr(models, name, None)
+    if cls is None:
+        raise ValueError(f"{path / CONFIG_NAME} names model class {name!r}, "
+                         "which this version of formerkit does not have")
+    return cls
+
+
+def from_pretrained(path: str | Path, **config_overrides) -> PreTrainedModel:
+    """Load a model directory (formerkit or HuggingFace) as the class it was saved from."""
+    return model_class_for(path).from_pretrained(path, **config_overrides)

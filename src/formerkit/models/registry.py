@@ -1,0 +1,91 @@
+"""Model registry: ``register_model`` / ``create_model(name, **overrides)`` / ``list_models``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from torch import nn
+
+from formerkit.config import ConfigBase, suggest
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    model_class: type[nn.Module]
+    config_class: type[ConfigBase]
+    presets: dict[str, dict[str, Any]]
+    description: str
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    config_class: type[ConfigBase],
+    presets: dict[str, dict[str, Any]] | None = None,
+    description: str = "",
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: make ``create_model(name)`` build this class from ``config_class``.
+
+    Args:
+        name: registry name, e.g. ``"gpt"``.
+        config_class: the config dataclass the model's ``__init__`` takes.
+        presets: named field overrides, e.g. ``{"small": {"n_layers": 4}}``.
+        description: one line shown by ``list_models(verbose=True)``.
+    """
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in _MODELS and _MODELS[name].model_class is not cls:
+            raise ValueError(f"model name {name!r} is already registered")
+        _MODELS[name] = ModelEntry(name, cls, config_class, dict(presets or {}), description)
+        cls.registry_name = name
+        return cls
+
+    return decorator
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    _import_families()
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}{suggest(name, list(_MODELS))}; "
+                         f"available: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def build_config(name: str, preset: str | None = None, **overrides: Any) -> ConfigBase:
+    """The config ``create_model`` would use: class defaults, then preset, then overrides."""
+    entry = get_model_entry(name)
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in entry.presets:
+            raise ValueError(f"model {name!r} has no preset {preset!r}"
+                             f"{suggest(preset, list(entry.presets))}; "
+                             f"available: {', '.join(entry.presets) or 'none'}")
+        values.update(entry.presets[preset])
+    values.update(overrides)
+    return entry.config_class.from_dict(values)
+
+
+def create_model(name: str, preset: str | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered model, e.g. ``create_model("gpt", preset="small", n_layers=2)``."""
+    entry = get_model_entry(name)
+    return entry.model_class(build_config(name, preset, **overrides))
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    _import_families()
+    return sorted(_MODELS)
+
+
+def list_presets(name: str) -> list[str]:
+    return list(get_model_entry(name).presets)
+
+
+def _import_families() -> None:
+    # Importing the model package runs every family's @register_model.
+    import formerkit.models  # noqa: F401

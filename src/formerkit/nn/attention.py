@@ -1,0 +1,164 @@
+"""Scaled dot-product attention (Vaswani et al. 2017, eq. 1) and multi-head attention.
+
+Backends: ``"sdpa"`` calls torch's fused kernels (flash / memory-efficient / C++ math);
+``"math"`` computes softmax(QK^T / sqrt(d_k)) V explicitly and can return the weights.
+Masks are boolean with True = may attend (see ``formerkit.nn.masks``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from formerkit.nn.cache import LayerCache
+from formerkit.nn.masks import causal_mask
+
+BACKENDS = ("sdpa", "math")
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    backend: str = "sdpa",
+    *,
+    need_weights: bool = False,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """softmax(q k^T / sqrt(d_k) + mask) v.
+
+    Args:
+        q: (B, H, Tq, K) queries.
+        k: (B, H, Tk, K) keys; v: (B, H, Tk, Kv) values.
+        mask: bool, broadcastable to (B, H, Tq, Tk), True = may attend.
+        dropout_p: dropout on the attention weights (pass 0.0 at evaluation).
+        is_causal: causal structure aligned bottom-right (correct with a KV cache, Tq < Tk).
+        backend: ``"sdpa"`` or ``"math"``; ``need_weights`` forces ``"math"``.
+        scale: score scale, default 1/sqrt(K).
+
+    Returns:
+        (output (B, H, Tq, Kv), weights (B, H, Tq, Tk) or None). A query whose keys are all
+        masked gets a zero output (and zero weights) instead of NaN.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
+    if mask is not None and mask.dtype != torch.bool:
+        raise TypeError(f"attention mask must be bool (True = may attend), got {mask.dtype}")
+    query_len, key_len = q.shape[-2], k.shape[-2]
+    if is_causal and (mask is not None or query_len != key_len or backend == "math"
+                      or need_weights):
+        # torch's is_causal aligns top-left; build the bottom-right mask instead.
+        if query_len > 1:
+            structure = causal_mask(query_len, key_len, device=q.device)
+            mask = structure if mask is None else mask & structure
+        is_causal = False
+    empty_rows = None
+    if mask is not None:
+        has_key = mask.any(dim=-1, keepdim=True)  # (B|1, H|1, Tq, 1)
+        if not bool(has_key.all()):
+            # Let fully masked rows attend everywhere (finite softmax), then zero them.
+            empty_rows = ~has_key
+            mask = mask | empty_rows
+    if backend == "sdpa" and not need_weights:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                             is_causal=is_causal, scale=scale)
+        weights = None
+    else:
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if empty_rows is not None:
+            weights = weights.masked_fill(empty_rows, 0.0)
+        dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+        out = torch.matmul(dropped, v)  # (B, H, Tq, Kv)
+    if empty_rows is not None:
+        out = out.masked_fill(empty_rows, 0.0)
+    return out, weights if need_weights else None
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with a fused QKV projection (self-attention) or separate query and
+    fused key/value projections (cross-attention), an output projection and optional KV cache.
+
+    Args:
+        d_model: model width D.
+        n_heads: H; D must be divisible by H.
+        dropout: dropout on attention weights during training.
+        bias: whether projections have biases.
+        cross: cross-attention (keys/values from ``memory``) instead of self-attention.
+        backend: default attention backend, ``"sdpa"`` or ``"math"``.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, dropout: float = 0.0, bias: bool = True,
+                 cross: bool = False, backend: str = "sdpa") -> None:
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        if backend not in BACKENDS:
+            raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.dropout, self.cross, self.backend = dropout, cross, backend
+        if cross:
+            self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+            self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=bias)
+        else:
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from ``x`` (B, T, D) to itself or to ``memory`` (B, S, D).
+
+        Args:
+            mask: bool, broadcastable to (B, H, T, Tk), True = may attend; Tk includes cached keys.
+            is_causal: causal self-attention (bottom-right aligned when a cache holds past keys).
+            cache: per-layer cache. Self-attention appends the new keys/values; cross-attention
+                computes the memory's keys/values once and reuses them.
+            need_weights: also return the (B, H, T, Tk) attention weights (``math`` backend).
+
+        Returns:
+            (output (B, T, D), weights or None).
+        """
+        batch, length, _ = x.shape
+        if self.cross:
+            q = self._split_heads(self.q_proj(x))
+            if cache is not None and cache.cross_k is not None:
+                k, v = cache.cross_k, cache.cross_v
+            else:
+                if memory is None:
+                    raise ValueError("cross-attention needs `memory` (the encoder output)")
+                k, v = self.kv_proj(memory).split(self.d_model, dim=-1)
+                k, v = self._split_heads(k), self._split_heads(v)  # (B, H, S, K)
+                if cache is not None:
+                    cache.set_cross(k, v)
+        else:
+            q, k, v = self.qkv_proj(x).split(self.d_model, dim=-1)
+            q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
+            if cache is not None:
+                k, v = cache.append(k, v)  # (B, H, Tk, K) including the past
+        out, weights = scaled_dot_product_attention(
+            q, k, v, mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal and not self.cross, backend=self.backend,
+            need_weights=need_weights)
+        out = out.transpose(1, 2).reshape(batch, length, self.d_model)  # (B, T, D)
+        return self.out_proj(out), weights

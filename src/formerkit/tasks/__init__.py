@@ -1,0 +1,5 @@
+"""Built-in tasks; importing this package registers them."""
+
+from formerkit.tasks.base import Task, TaskSetup, get_task, list_tasks, register_task
+
+__all__ = ["Task", "TaskSetup", "get_task", "list_tasks", "register_task"]
