@@ -1,0 +1,1 @@
+"""Data pipelines: tokenizers, datasets and collators for every family."""
