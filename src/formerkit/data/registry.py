@@ -38,9 +38,11 @@ FILES: dict[str, dict[str, RemoteFile]] = {
     },
     "ett": {
         "ETTh1.csv": RemoteFile(
-            "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066", f"{_ETT}/ETTh1.csv"),
+            "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066",
+            f"{_ETT}/ETTh1.csv"),
         "ETTh2.csv": RemoteFile(
-            "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b", f"{_ETT}/ETTh2.csv"),
+            "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b",
+            f"{_ETT}/ETTh2.csv"),
         "ETTm1.csv.gz": RemoteFile(
             "73c18304514c26a5cddba02e6538513a0e23b2fbb59752535adbf541c9edc672", None),
         "ETTm2.csv.gz": RemoteFile(

@@ -4,7 +4,7 @@ layers with residual + LayerNorm in post-norm (paper) or pre-norm placement, and
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -29,7 +29,8 @@ def causal_mask(query_len: int, key_len: int | None = None, *,
 def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """HF-style ``attention_mask`` (B, Tk), 1 = token, 0 = padding -> bool (B, 1, 1, Tk)."""
     if attention_mask.dim() != 2:
-        raise ValueError(f"attention_mask must have shape (B, T), got {tuple(attention_mask.shape)}")
+        raise ValueError("attention_mask must have shape (B, T), "
+                         f"got {tuple(attention_mask.shape)}")
     return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, Tk)
 
 
@@ -56,7 +57,8 @@ def make_attention_mask(
     if key_len is None:
         key_len = attention_mask.shape[1] if attention_mask is not None else query_len
     if attention_mask is not None and attention_mask.shape[1] != key_len:
-        raise ValueError(f"attention_mask covers {attention_mask.shape[1]} keys, expected {key_len}")
+        raise ValueError(f"attention_mask covers {attention_mask.shape[1]} keys, "
+                         f"expected {key_len}")
     device = attention_mask.device if attention_mask is not None else device
     mask = None
     if attention_mask is not None and not bool(attention_mask.bool().all()):

@@ -1,0 +1,1 @@
+"""Time-series Transformers: activity recognition and forecasting."""
