@@ -136,3 +136,41 @@ def test_cross_attention_requires_memory():
     mha = MultiHeadAttention(8, 2, cross=True)
     with pytest.raises(ValueError, match="memory"):
         mha(torch.randn(1, 3, 8))
+
+
+def _linear_reference(q, k, v, allowed):
+    phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1
+    scores = (phi_q @ phi_k.transpose(-2, -1)) * allowed  # (B, H, Tq, Tk)
+    return (scores @ v) / scores.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", [(6, 6), (2, 6)])
+def test_linear_backend_equals_its_quadratic_form(causal, lengths):
+    q_len, k_len = lengths
+    q, k, v = _qkv(q_len=q_len, k_len=k_len)
+    pad = _padding([k_len, k_len - 1], k_len)
+    key_mask = make_attention_mask(pad, query_len=1)  # (B, 1, 1, Tk)
+    out, _ = scaled_dot_product_attention(q, k, v, key_mask, is_causal=causal, backend="linear")
+    allowed = pad[:, None, None, :].float().expand(-1, 1, q_len, -1)
+    if causal:
+        allowed = allowed * torch.ones(q_len, k_len).tril(k_len - q_len)
+    torch.testing.assert_close(out, _linear_reference(q, k, v, allowed), atol=1e-5, rtol=1e-4)
+
+
+def test_linear_backend_rejects_full_masks_and_runs_in_a_layer():
+    q, k, v = _qkv(q_len=4, k_len=4)
+    full = make_attention_mask(torch.tensor([[1, 1, 1, 0]] * 2), query_len=4, causal=True)
+    with pytest.raises(ValueError, match="key-padding mask"):
+        scaled_dot_product_attention(q, k, v, full, backend="linear")
+    mha = MultiHeadAttention(12, 3, backend="linear")
+    out, _ = mha(torch.randn(2, 5, 12))
+    assert out.shape == (2, 5, 12) and torch.isfinite(out).all()
+
+
+def test_linear_backend_weights_reproduce_its_output():
+    q, k, v = _qkv(q_len=5, k_len=5)
+    out, weights = scaled_dot_product_attention(q, k, v, is_causal=True, backend="linear",
+                                                need_weights=True)
+    torch.testing.assert_close(weights @ v, out, atol=1e-5, rtol=1e-4)
+    assert weights[0, 0, 0, 1:].abs().max() == 0

@@ -1,7 +1,9 @@
 """Scaled dot-product attention (Vaswani et al. 2017, eq. 1) and multi-head attention.
 
 Backends: ``"sdpa"`` calls torch's fused kernels (flash / memory-efficient / C++ math);
-``"math"`` computes softmax(QK^T / sqrt(d_k)) V explicitly and can return the weights.
+``"math"`` computes softmax(QK^T / sqrt(d_k)) V explicitly and can return the weights;
+``"linear"`` is kernelised linear attention (Katharopoulos et al. 2020), O(T) in length:
+phi(q) (sum_j phi(k_j) v_j^T) / (phi(q) . sum_j phi(k_j)) with phi = elu + 1.
 Masks are boolean with True = may attend (see ``formerkit.nn.masks``).
 """
 
@@ -16,7 +18,7 @@ from torch import nn
 from formerkit.nn.cache import LayerCache
 from formerkit.nn.masks import causal_mask
 
-BACKENDS = ("sdpa", "math")
+BACKENDS = ("sdpa", "math", "linear")
 
 
 def scaled_dot_product_attention(
@@ -50,6 +52,10 @@ def scaled_dot_product_attention(
         raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
     if mask is not None and mask.dtype != torch.bool:
         raise TypeError(f"attention mask must be bool (True = may attend), got {mask.dtype}")
+    if backend == "linear":
+        out = linear_attention(q, k, v, mask, is_causal=is_causal)
+        return out, linear_attention_weights(q, k, mask, is_causal=is_causal) \
+            if need_weights else None
     query_len, key_len = q.shape[-2], k.shape[-2]
     if is_causal and (mask is not None or query_len != key_len or backend == "math"
                       or need_weights):
@@ -82,6 +88,54 @@ def scaled_dot_product_attention(
     if empty_rows is not None:
         out = out.masked_fill(empty_rows, 0.0)
     return out, weights if need_weights else None
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     mask: torch.Tensor | None = None, *, is_causal: bool = False,
+                     eps: float = 1e-6) -> torch.Tensor:
+    """Kernelised linear attention with feature map elu(x) + 1.
+
+    Args:
+        q: (B, H, Tq, K); k: (B, H, Tk, K); v: (B, H, Tk, Kv).
+        mask: key-padding mask only, bool broadcastable to (B, H, 1, Tk), True = may attend.
+            Linear attention never forms the (Tq, Tk) matrix, so it cannot apply arbitrary masks.
+        is_causal: query i sees keys up to ``Tk - Tq + i`` (bottom-right, cache-friendly).
+
+    Returns:
+        (B, H, Tq, Kv); queries with no visible key get zeros.
+    """
+    if mask is not None and mask.shape[-2] != 1:
+        raise ValueError("linear attention takes a key-padding mask of shape (B, 1, 1, Tk) "
+                         f"and is_causal separately, got a mask of shape {tuple(mask.shape)}")
+    phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1
+    if mask is not None:
+        phi_k = phi_k * mask.transpose(-2, -1).to(phi_k.dtype)  # (B, H|1, Tk, 1)
+    if not is_causal:
+        context = torch.matmul(phi_k.transpose(-2, -1), v)  # (B, H, K, Kv)
+        normaliser = phi_k.sum(dim=-2, keepdim=True)  # (B, H, 1, K)
+        numerator = torch.matmul(phi_q, context)  # (B, H, Tq, Kv)
+        denominator = (phi_q * normaliser).sum(-1, keepdim=True)  # (B, H, Tq, 1)
+    else:
+        offset = k.shape[-2] - q.shape[-2]
+        # Running sums over keys; query i reads the prefix ending at key offset + i.
+        context = torch.einsum("bhtk,bhtv->bhtkv", phi_k, v).cumsum(dim=2)[:, :, offset:]
+        normaliser = phi_k.cumsum(dim=2)[:, :, offset:]  # (B, H, Tq, K)
+        numerator = torch.einsum("bhtk,bhtkv->bhtv", phi_q, context)
+        denominator = (phi_q * normaliser).sum(-1, keepdim=True)
+    return numerator / denominator.clamp(min=eps) * (denominator > eps)
+
+
+def linear_attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None,
+                             *, is_causal: bool = False) -> torch.Tensor:
+    """The (B, H, Tq, Tk) weights linear attention applies implicitly (for inspection only:
+    this forms the quadratic matrix that the fast path avoids)."""
+    scores = (F.elu(q) + 1) @ (F.elu(k) + 1).transpose(-2, -1)  # (B, H, Tq, Tk)
+    if mask is not None:
+        scores = scores * mask
+    if is_causal:
+        scores = scores * causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+    total = scores.sum(-1, keepdim=True)
+    return torch.where(total > 0, scores / total.clamp(min=1e-30), torch.zeros_like(scores))
 
 
 class MultiHeadAttention(nn.Module):
