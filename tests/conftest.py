@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TESTS_DIR = Path(__file__).resolve().parent
+
+# Tests import shared helpers from sibling modules (e.g. ``from test_viz import assert_image``);
+# pytest's importlib mode (needed for same-named test files in different folders) does not put
+# the tests folder on sys.path by itself.
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
 
 if "FORMERKIT_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
     os.environ["FORMERKIT_DATA_DIR"] = str(SHARED_DATA)
