@@ -1,0 +1,198 @@
+"""The ``formerkit`` command line: every command's --help, one-line user errors, and the
+train -> evaluate -> generate -> predict -> export flow on a toy task."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "train"))
+import toytask  # noqa: E402  (registers the toy model and task)
+
+from formerkit import cli  # noqa: E402
+
+COMMANDS = ["train", "recipes", "evaluate", "generate", "predict", "export", "plot"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("cli")
+    recipe = toytask.write_recipe(tmp / "toy.yaml")
+    out = tmp / "run"
+    assert cli.main(["train", str(recipe), "-o", str(out), "trainer.max_steps=3",
+                     "trainer.eval_every=0"]) == 0
+    return out
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("formerkit: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: formerkit {command}" in capsys.readouterr().out
+
+
+def test_top_level_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(command in out for command in COMMANDS)
+
+
+def test_recipes_lists_names_and_descriptions(capsys):
+    assert cli.main(["recipes"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    from formerkit.train.recipe import list_recipes
+
+    assert len(lines) == len(list_recipes())
+    for line, (name, description) in zip(lines, list_recipes().items()):
+        assert line.startswith(name) and line.endswith(description)
+
+
+def test_train_run_then_evaluate_generate_predict(run_dir, tmp_path, capsys):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert cli.main(["evaluate", str(run_dir)]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(metrics, abs=1e-6)
+    assert cli.main(["evaluate", str(run_dir / "model"), "--split", "val"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"val_loss", "val_accuracy"}
+
+    assert cli.main(["generate", str(run_dir), "--prompt", "1 2 3", "--max-new-tokens",
+                     "2"]) == 0
+    out = capsys.readouterr().out.split()
+    assert out[:3] == ["1", "2", "3"] and len(out) == 5
+
+    bare = tmp_path / "bare"  # a model directory without a run around it
+    shutil.copytree(run_dir / "model", bare)
+    assert cli.main(["generate", str(bare), "--prompt", "4 5"]) == 0
+    assert len(capsys.readouterr().out.split()) == 5
+
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("1 2 3\n5 7 9\n")
+    assert cli.main(["predict", str(run_dir), "--input", str(inputs)]) == 0
+    predictions = json.loads(capsys.readouterr().out)
+    assert len(predictions) == 2 and all(isinstance(p, int) for p in predictions)
+    output = tmp_path / "pred.json"
+    assert cli.main(["predict", str(bare), "-i", str(inputs), "-o", str(output)]) == 0
+    assert json.loads(output.read_text()) == predictions
+
+
+def test_export_calls_export_model(run_dir, monkeypatch, capsys):
+    calls = []
+    fake = types.ModuleType("formerkit.export")
+    fake.export_model = lambda model_dir, format, output: calls.append(
+        (Path(model_dir), format, output)) or Path("model.onnx")
+    monkeypatch.setitem(sys.modules, "formerkit.export", fake)
+    assert cli.main(["export", str(run_dir), "--format", "onnx", "-o", "x.onnx"]) == 0
+    assert calls == [(run_dir / "model", "onnx", "x.onnx")]
+    assert capsys.readouterr().out.strip() == "model.onnx"
+
+
+def test_plot_runs_a_registered_kind(monkeypatch, capsys):
+    from formerkit import viz
+
+    monkeypatch.setitem(viz.PLOT_COMMANDS, "toy", viz.PlotCommand(
+        "a toy plot", lambda p: p.add_argument("--size", type=int, default=1),
+        lambda args: f"drew {args.size}"))
+    assert cli.main(["plot", "toy", "--size", "3"]) == 0
+    assert capsys.readouterr().out.strip() == "drew 3"
+
+
+def test_default_recipe_is_used_without_a_name(tmp_path, monkeypatch):
+    assert cli.DEFAULT_RECIPE == "gpt-shakespeare-char"
+    recipe = toytask.write_recipe(tmp_path / "toy.yaml")
+    monkeypatch.setattr(cli, "DEFAULT_RECIPE", str(recipe))
+    out = tmp_path / "default"
+    assert cli.main(["train", "-o", str(out), "trainer.max_steps=1", "trainer.eval_every=0",
+                     "trainer.eval_at_end=false"]) == 0
+    assert (out / "model" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "{recipe}", "trainer.max_stepz=3"], "did you mean 'max_steps'?"),
+    (["train", "{recipe}", "model.d_modle=8"], "did you mean 'd_model'?"),
+    (["train", "{recipe}", "trainer.lr=fast"], "trainer.lr must be a number, got 'fast'"),
+    (["train", "{recipe}", "trainer.batch_size=7", "trainer.grad_accum=2"],
+     "batch_size=7 must be divisible by grad_accum=2"),
+    (["train", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
+    (["train", "{tmp}/missing.yaml"], "missing.yaml does not exist"),
+    (["evaluate", "{tmp}/nowhere"], "nowhere does not exist"),
+    (["evaluate", "{tmp}"], "neither a run directory"),
+    (["predict", "{tmp}", "--input", "{tmp}/none.txt"], "none.txt does not exist"),
+    (["generate", "{tmp}"], "the following arguments are required: --prompt"),
+    (["bogus"], "invalid choice: 'bogus'"),
+])
+def test_user_errors_are_one_line_without_traceback(argv, expected, tmp_path, capsys):
+    recipe = toytask.write_recipe(tmp_path / "toy.yaml")
+    argv = [a.format(recipe=recipe, tmp=tmp_path) for a in argv]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_:  # argparse usage errors
+        code = exit_.code
+    assert code == 2
+    assert expected in _error_line(capsys)
+
+
+def test_non_finite_loss_is_a_one_line_error(tmp_path, capsys):
+    recipe = toytask.write_recipe(tmp_path / "toy.yaml")
+    code = cli.main(["train", str(recipe), "-o", str(tmp_path / "nan"), "data.nan_at=-2"])
+    assert code == 0  # -2 never matches: a normal run
+    from formerkit.train.batches import GlobalBatches
+
+    first = GlobalBatches(64, 8, seed=0).epoch(0)[0][0]
+    capsys.readouterr()
+    code = cli.main(["train", str(recipe), "-o", str(tmp_path / "nan2"), f"data.nan_at={first}"])
+    assert code == 2 and "non-finite loss (nan) at step 1" in _error_line(capsys)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    recipe = toytask.write_recipe(tmp_path / "toy.yaml")
+    with pytest.raises(ValueError, match="max_stepz"):
+        cli.main(["--debug", "train", str(recipe), "trainer.max_stepz=3"])
+
+
+def test_python_dash_m_formerkit():
+    result = subprocess.run([sys.executable, "-m", "formerkit", "train", "no-such-recipe"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.startswith("formerkit: error: unknown recipe 'no-such-recipe'")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_listing_recipes_does_not_import_torch():
+    code = ("import sys; from formerkit.cli import main; main(['recipes']); "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    recipe = toytask.write_recipe(tmp_path / "toy.yaml")
+    assert cli.main(["train", str(recipe), "-o", str(tmp_path / "r"),
+                     "trainer.device=cuda"]) == 2
+    assert "no CUDA device is available" in _error_line(capsys)
