@@ -35,6 +35,12 @@ def test_overrides_are_parsed_and_typed(recipe_file):
     assert recipe.data.n_val == 5 and recipe.task.note == "123"
 
 
+def test_exponent_floats_without_a_dot(recipe_file):
+    # PyYAML (YAML 1.1) reads `2e-3` as a string; float fields still accept it.
+    recipe = load_recipe(recipe_file, ["trainer.lr=2e-3", "trainer.weight_decay=1E-2"])
+    assert recipe.trainer.lr == 0.002 and recipe.trainer.weight_decay == 0.01
+
+
 def test_python_overrides(recipe_file):
     recipe = load_recipe(recipe_file, trainer={"max_steps": 3}, trainer__lr=0.5,
                          **{"model.n_heads": 4})

@@ -197,7 +197,7 @@ class TransformerModel(PreTrainedModel):
                                             key_len=offset + length, causal=True)
         memory_mask = None
         if attention_mask is not None:
-            memory_mask = make_attention_mask(attention_mask, query_len=attention_mask.shape[1])
+            memory_mask = make_attention_mask(attention_mask, query_len=1)  # (B, 1, 1, S)
         x = self._embed(self.tgt_embed, decoder_input_ids, offset)
         return self.decoder(x, memory, self_mask=self_mask, memory_mask=memory_mask,
                             is_causal=True, cache=cache, cross_cache=cache,
@@ -312,12 +312,15 @@ class TransformerForSeq2Seq(PreTrainedModel, GenerationMixin):
 
     # ---- incremental decoding (see formerkit.generation) ---------------------------------
     def start_decoding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
-                       expand: int, max_length: int) -> tuple[torch.Tensor, DecodingState]:
+                       expand: int, max_new_tokens: int) -> tuple[torch.Tensor, DecodingState]:
         """Encode the source once; each row is repeated ``expand`` times (beams).
 
         Returns:
             (a (B * expand, 1) column of ``decoder_start_token_id``, the decoding state).
         """
+        if max_new_tokens > self.config.max_seq_len:
+            raise ValueError(f"max_new_tokens={max_new_tokens} exceeds the decoder's "
+                             f"max_seq_len={self.config.max_seq_len}")
         memory, _ = self.model.encode(input_ids, attention_mask)
         memory = memory.repeat_interleave(expand, dim=0)  # (B * expand, S, D)
         if attention_mask is not None:
@@ -325,7 +328,7 @@ class TransformerForSeq2Seq(PreTrainedModel, GenerationMixin):
         rows = memory.shape[0]
         sequences = torch.full((rows, 1), self.config.decoder_start_token_id,
                                dtype=torch.long, device=input_ids.device)
-        cache = KVCache(self.config.n_decoder_layers, max_len=max_length)
+        cache = KVCache(self.config.n_decoder_layers, max_len=max_new_tokens)
         state = DecodingState(cache=cache, attention_mask=None,
                               extras={"memory": memory, "source_mask": attention_mask})
         return sequences, state

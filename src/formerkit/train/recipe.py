@@ -260,6 +260,11 @@ def _conforms(value: Any, expected: Any) -> tuple[bool, Any]:
     if expected is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return True, float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `2e-3` (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
         return False, value
     if expected is str:  # `data.name=123` parses as a number: keep it as text
         if isinstance(value, (int, float)) and not isinstance(value, bool):

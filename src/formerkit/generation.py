@@ -1,0 +1,411 @@
+"""Autoregressive decoding shared by every generating model: greedy, sampling with temperature /
+top-k / nucleus top-p (Holtzman et al. 2020), repetition penalty (Keskar et al. 2019) and beam
+search with a length penalty (Wu et al. 2016), following HuggingFace ``generate()`` exactly.
+
+The decoding loop is model-agnostic. A model subclasses ``GenerationMixin`` and implements two
+methods (see ``GenerationMixin.start_decoding`` and ``decoding_logits``): the loop asks the model
+to prepare a ``DecodingState`` (KV cache, attention mask, model-specific tensors) and then for
+the next-token logits of the tokens it has not seen yet. The model runs its LM head on the last
+position only; the loop picks tokens, handles end-of-sequence and padding, and reorders the state
+for beam search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from formerkit.nn.cache import KVCache
+
+__all__ = ["DecodingState", "GenerationMixin", "GenerationSettings", "generate", "stream"]
+
+
+class DecodingState:
+    """What a model keeps between decoding steps.
+
+    Attributes:
+        cache: the decoder's self-attention ``KVCache`` (written in place).
+        attention_mask: (N, Tk) 1 = token, 0 = padding, growing by one column per step; ``None``
+            when nothing is padded (so the model can take the fused causal path).
+        extras: model-specific state. Every tensor in it has the N decoding rows first and is
+            reordered with them; a ``KVCache`` in it (e.g. a cross-attention cache) too.
+    """
+
+    def __init__(self, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None,
+                 extras: dict[str, Any] | None = None) -> None:
+        self.cache = cache
+        self.attention_mask = attention_mask
+        self.extras: dict[str, Any] = {} if extras is None else extras
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select rows (beam search): row i becomes old row ``index[i]``. index: (N,) long."""
+        if self.cache is not None:
+            self.cache.reorder(index)
+        if self.attention_mask is not None:
+            self.attention_mask = self.attention_mask.index_select(0, index)
+        for key, value in self.extras.items():
+            if isinstance(value, torch.Tensor):
+                self.extras[key] = value.index_select(0, index)
+            elif isinstance(value, KVCache):
+                value.reorder(index)
+
+
+@dataclasses.dataclass
+class GenerationSettings:
+    """Validated decoding settings (token ids resolved from the model's generation config)."""
+
+    max_new_tokens: int = 20
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    eos_token_id: list[int] | None = None
+    pad_token_id: int | None = None
+
+    def validate(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, "
+                             f"got {self.max_new_tokens!r}")
+        if self.do_sample and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature!r}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ValueError(f"top_k must be a positive integer or None, got {self.top_k!r}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        if not isinstance(self.num_beams, int) or self.num_beams < 1:
+            raise ValueError(f"num_beams must be a positive integer, got {self.num_beams!r}")
+        if self.early_stopping not in (True, False, "never"):
+            raise ValueError(f"early_stopping must be True, False or 'never', "
+                             f"got {self.early_stopping!r}")
+
+
+class GenerationMixin:
+    """Gives a model ``generate`` and ``stream``. The model implements ``start_decoding`` and
+    ``decoding_logits``; token-id defaults come from ``self.generation_config`` (a dict, saved as
+    generation_config.json) and then from ``self.config``."""
+
+    def start_decoding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
+                       expand: int, max_new_tokens: int) -> tuple[torch.Tensor, DecodingState]:
+        """Prepare decoding for every input row repeated ``expand`` times (beams): row
+        ``i * expand + j`` is copy j of input row i.
+
+        Args:
+            input_ids: (B, T) prompt (decoder-only, possibly left-padded) or source (seq2seq).
+            attention_mask: (B, T) 1 = token, 0 = padding, or ``None``.
+            expand: copies per row.
+            max_new_tokens: tokens that will be generated at most (size the cache with it and
+                raise ``ValueError`` if the model's context cannot hold them).
+
+        Returns:
+            (sequences (B * expand, T0), state): the decoder's starting tokens (the prompt, or a
+            column of ``decoder_start_token_id``) and the state ``decoding_logits`` will use.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement start_decoding")
+
+    def decoding_logits(self, state: DecodingState, new_tokens: torch.Tensor) -> torch.Tensor:
+        """Feed the tokens the model has not seen yet (the first call: all of ``sequences``;
+        then one column (N, 1)), update the state in place and return float logits (N, V) for
+        the last position only."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement decoding_logits")
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
+                 repetition_penalty: float = 1.0, num_beams: int = 1,
+                 length_penalty: float = 1.0, early_stopping: bool | str = False,
+                 eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
+                 generator: torch.Generator | None = None, seed: int | None = None
+                 ) -> torch.Tensor:
+        """Decode up to ``max_new_tokens`` tokens; see ``formerkit.generation.generate``."""
+        return generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+                        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                        repetition_penalty=repetition_penalty, num_beams=num_beams,
+                        length_penalty=length_penalty, early_stopping=early_stopping,
+                        eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                        generator=generator, seed=seed)
+
+    def stream(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               **kwargs: Any) -> Iterator[torch.Tensor]:
+        """Yield the (B,) new tokens of each step; see ``formerkit.generation.stream``."""
+        return stream(self, input_ids, attention_mask, **kwargs)
+
+
+def _token_default(model: Any, name: str) -> Any:
+    saved = getattr(model, "generation_config", None) or {}
+    if saved.get(name) is not None:
+        return saved[name]
+    return getattr(getattr(model, "config", None), name, None)
+
+
+def _settings(model: Any, kwargs: dict[str, Any]) -> GenerationSettings:
+    settings = GenerationSettings(**kwargs)
+    eos = settings.eos_token_id if settings.eos_token_id is not None \
+        else _token_default(model, "eos_token_id")
+    if isinstance(eos, int):
+        eos = [eos]
+    settings.eos_token_id = list(eos) if eos is not None and len(eos) > 0 else None
+    if settings.pad_token_id is None:
+        settings.pad_token_id = _token_default(model, "pad_token_id")
+    if settings.pad_token_id is None and settings.eos_token_id is not None:
+        settings.pad_token_id = settings.eos_token_id[0]  # as HF: pad with the first eos
+    settings.validate()
+    return settings
+
+
+def _check_inputs(input_ids: Any, attention_mask: Any) -> None:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids)
+        raise ValueError(f"input_ids must be a (B, T) tensor of token ids, got {shape}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give a prompt of "
+                         "at least one token")
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
+                             f"the shape of input_ids {tuple(input_ids.shape)}")
+        empty = (attention_mask == 0).all(dim=1)
+        if bool(empty.any()):
+            row = int(empty.nonzero()[0, 0])
+            raise ValueError(f"attention_mask row {row} has no tokens: every prompt must hold at "
+                             "least one token")
+
+
+def _prepare(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+             generator: torch.Generator | None, seed: int | None, kwargs: dict[str, Any]
+             ) -> tuple[GenerationSettings, torch.Generator | None]:
+    _check_inputs(input_ids, attention_mask)
+    settings = _settings(model, kwargs)
+    if seed is not None:
+        generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+    return settings, generator
+
+
+def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             generator: torch.Generator | None = None, seed: int | None = None,
+             **kwargs: Any) -> torch.Tensor:
+    """Generate with ``model`` (a ``GenerationMixin``), token for token as HF ``generate()``.
+
+    Args:
+        input_ids: (B, T) prompt ids (left-padded for decoder-only batches) or source ids.
+        attention_mask: (B, T) 1 = token, 0 = padding; position ids follow from it.
+        generator / seed: random source for sampling (a seed makes a fresh generator).
+        **kwargs: ``GenerationSettings`` fields: max_new_tokens, do_sample, temperature, top_k,
+            top_p, repetition_penalty, num_beams, length_penalty, early_stopping (True, False or
+            "never", as HF), eos_token_id (int or list; default from the generation config),
+            pad_token_id (default from the generation config, else the first eos).
+
+    Returns:
+        (B, T0 + n) ids: the decoder's start (the prompt for decoder-only models,
+        ``decoder_start_token_id`` for seq2seq) followed by at most ``max_new_tokens`` new ids;
+        rows that ended early are padded with ``pad_token_id``.
+    """
+    settings, generator = _prepare(model, input_ids, attention_mask, generator, seed, kwargs)
+    with torch.inference_mode():
+        if settings.num_beams > 1:
+            return _beam_search(model, input_ids, attention_mask, settings, generator)
+        result = None
+        for _, result in _decode(model, input_ids, attention_mask, settings, generator):  # noqa: B007
+            pass
+        return result
+
+
+def stream(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+           generator: torch.Generator | None = None, seed: int | None = None,
+           **kwargs: Any) -> Iterator[torch.Tensor]:
+    """Yield the new tokens (B,) of each step as they are decoded (greedy or sampling; rows that
+    have finished yield ``pad_token_id``). Arguments as ``generate``; ``num_beams`` must be 1."""
+    settings, generator = _prepare(model, input_ids, attention_mask, generator, seed, kwargs)
+    if settings.num_beams != 1:
+        raise ValueError(f"stream() decodes greedily or by sampling; num_beams must be 1, "
+                         f"got {settings.num_beams}")
+
+    def steps() -> Iterator[torch.Tensor]:
+        with torch.inference_mode():
+            for tokens, _ in _decode(model, input_ids, attention_mask, settings, generator):
+                yield tokens
+
+    return steps()
+
+
+# ---- logits processors (HF order: repetition penalty, then temperature, top-k, top-p) ----------
+
+def _repetition_penalty(scores: torch.Tensor, sequences: torch.Tensor,
+                        penalty: float) -> torch.Tensor:
+    """Divide positive (multiply negative) scores of every id already in ``sequences``."""
+    seen = torch.gather(scores, 1, sequences)  # (N, T)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return scores.scatter(1, sequences, seen)
+
+
+def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    k = min(k, scores.shape[-1])
+    kth = torch.topk(scores, k)[0][..., -1, None]  # (N, 1)
+    return scores.masked_fill(scores < kth, float("-inf"))
+
+
+def _top_p(scores: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of ids whose probability reaches p (at least one)."""
+    sorted_scores, order = torch.sort(scores, descending=False)
+    cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+    remove = cumulative <= (1 - p)
+    remove[..., -1:] = False
+    remove = remove.scatter(1, order, remove)
+    return scores.masked_fill(remove, float("-inf"))
+
+
+def _process(scores: torch.Tensor, sequences: torch.Tensor, s: GenerationSettings
+             ) -> torch.Tensor:
+    if s.repetition_penalty != 1.0:
+        scores = _repetition_penalty(scores, sequences, s.repetition_penalty)
+    if s.do_sample:
+        if s.temperature != 1.0:
+            scores = scores / s.temperature
+        if s.top_k is not None:
+            scores = _top_k(scores, s.top_k)
+        if s.top_p is not None and s.top_p < 1.0:
+            scores = _top_p(scores, s.top_p)
+    return scores
+
+
+# ---- greedy and sampling -------------------------------------------------------------------
+
+def _decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+            s: GenerationSettings, generator: torch.Generator | None
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (new tokens (N,), sequences so far (N, T0 + step + 1)) for each step."""
+    start, state = model.start_decoding(input_ids, attention_mask, expand=1,
+                                        max_new_tokens=s.max_new_tokens)
+    rows, start_len = start.shape
+    fill = s.pad_token_id if s.pad_token_id is not None else 0
+    # Preallocated output, written in place: no torch.cat per step.
+    sequences = start.new_full((rows, start_len + s.max_new_tokens), fill)
+    sequences[:, :start_len] = start
+    eos = torch.tensor(s.eos_token_id, device=start.device) if s.eos_token_id else None
+    unfinished = torch.ones(rows, dtype=torch.bool, device=start.device)
+    new_tokens = start
+    for step in range(s.max_new_tokens):
+        length = start_len + step
+        scores = _process(model.decoding_logits(state, new_tokens), sequences[:, :length], s)
+        if s.do_sample:
+            probs = torch.softmax(scores, dim=-1)
+            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (N,)
+        else:
+            tokens = scores.argmax(dim=-1)  # (N,)
+        if eos is not None:
+            tokens = torch.where(unfinished, tokens, s.pad_token_id)
+        sequences[:, length] = tokens
+        yield tokens, sequences[:, :length + 1]
+        if eos is not None:
+            unfinished &= ~torch.isin(tokens, eos)
+            if not bool(unfinished.any()):
+                return
+        new_tokens = tokens[:, None]  # (N, 1)
+
+
+# ---- beam search (HF's vectorised algorithm: same candidates, scores and stopping) ----------
+
+def _gather_beams(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Select along the beam dim 1 of (B, beams, ...) with index (B, k)."""
+    while index.dim() < tensor.dim():
+        index = index.unsqueeze(-1)
+    return torch.take_along_dim(tensor, index, dim=1)
+
+
+def _beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                 s: GenerationSettings, generator: torch.Generator | None) -> torch.Tensor:
+    beams, batch = s.num_beams, input_ids.shape[0]
+    start, state = model.start_decoding(input_ids, attention_mask, expand=beams,
+                                        max_new_tokens=s.max_new_tokens)
+    device, prompt_len = start.device, start.shape[1]
+    max_length = prompt_len + s.max_new_tokens
+    eos = torch.tensor(s.eos_token_id, device=device) if s.eos_token_id else None
+    # Keep enough candidates that `beams` of them are still running when some end with eos.
+    keep = max(2, 1 + (len(s.eos_token_id) if eos is not None else 0)) * beams
+    top_beam_mask = torch.arange(keep, device=device) < beams
+    # HF fills unused positions with `pad or eos[0]` (so a pad id of 0 becomes eos), -1 without eos
+    fill = (s.pad_token_id or s.eos_token_id[0]) if eos is not None else -1
+    running = start.new_full((batch, beams, max_length), fill)
+    running[:, :, :prompt_len] = start.view(batch, beams, prompt_len)
+    finished_seqs = running.clone()
+    running_scores = torch.zeros(batch, beams, device=device)
+    running_scores[:, 1:] = -1e9  # only the first copy of each prompt starts a beam
+    finished_scores = torch.full((batch, beams), -1e9, device=device)
+    is_finished = torch.zeros(batch, beams, dtype=torch.bool, device=device)
+    improvable = torch.ones(batch, 1, dtype=torch.bool, device=device)
+    running_index = torch.full((batch, beams, s.max_new_tokens), -1, dtype=torch.long,
+                               device=device)
+    finished_index = running_index.clone()
+    flat_seqs, new_tokens, cur_len = start, start, prompt_len
+    offsets = torch.arange(batch, device=device)[:, None] * beams  # (B, 1)
+    while True:
+        logits = model.decoding_logits(state, new_tokens)  # (B * beams, V)
+        log_probs = _process(F.log_softmax(logits, dim=-1), flat_seqs, s)
+        vocab = log_probs.shape[-1]
+        log_probs = (log_probs.view(batch, beams, vocab) + running_scores[:, :, None]
+                     ).view(batch, beams * vocab)  # (B, beams * V)
+        if s.do_sample:
+            top_ids = torch.multinomial(log_probs.softmax(-1), keep, generator=generator)
+            top_scores, order = log_probs.gather(1, top_ids).sort(dim=-1, descending=True)
+            top_ids = top_ids.gather(1, order)
+        else:
+            top_scores, top_ids = torch.topk(log_probs, keep)  # (B, keep)
+        source_beam = top_ids // vocab
+        top_seqs = _gather_beams(running, source_beam)  # (B, keep, L)
+        top_seqs[:, :, cur_len] = top_ids % vocab
+        top_index = _gather_beams(running_index, source_beam)
+        top_index[:, :, cur_len - prompt_len] = source_beam + offsets
+        # Stopping criteria of each candidate: eos, or the maximum length.
+        if cur_len + 1 >= max_length:
+            stops = torch.ones_like(top_scores, dtype=torch.bool)
+        elif eos is not None:
+            stops = torch.isin(top_seqs[:, :, cur_len], eos)
+        else:
+            stops = torch.zeros_like(top_scores, dtype=torch.bool)
+        # The best `beams` candidates that did not stop keep running.
+        live_scores = top_scores + stops.float() * -1e9
+        chosen = torch.topk(live_scores, beams)[1]
+        running = _gather_beams(top_seqs, chosen)
+        running_scores = _gather_beams(live_scores, chosen)
+        running_index = _gather_beams(top_index, chosen)
+        # Candidates among the top `beams` that stopped may enter the finished set.
+        just_finished = stops & top_beam_mask[None, :]
+        final_scores = top_scores / ((cur_len + 1 - prompt_len) ** s.length_penalty)
+        full = is_finished.all(dim=-1, keepdim=True) & (s.early_stopping is True)
+        final_scores = final_scores + full.float() * -1e9 + (~improvable).float() * -1e9 \
+            + (~just_finished).float() * -1e9
+        merged_scores = torch.cat([finished_scores, final_scores], dim=1)
+        best = torch.topk(merged_scores, beams)[1]
+        finished_seqs = _gather_beams(torch.cat([finished_seqs, top_seqs], dim=1), best)
+        finished_scores = _gather_beams(merged_scores, best)
+        finished_index = _gather_beams(torch.cat([finished_index, top_index], dim=1), best)
+        is_finished = _gather_beams(torch.cat([is_finished, just_finished], dim=1), best)
+        cur_len += 1
+        # Can a running beam still beat the worst finished one? (HF's heuristic)
+        if s.early_stopping == "never" and s.length_penalty > 0.0:
+            best_length = max_length - prompt_len
+        else:
+            best_length = cur_len - prompt_len
+        best_running = running_scores[:, :1] / (best_length ** s.length_penalty)
+        worst_finished = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True)[0],
+                                     -1.0e9)
+        improvable = improvable & (best_running > worst_finished).any(dim=-1, keepdim=True)
+        all_full = bool(is_finished.all()) and s.early_stopping is True
+        if not bool(improvable.any()) or all_full or bool(stops.all()):
+            break
+        state.reorder((running_index[:, :, cur_len - 1 - prompt_len]).reshape(-1))
+        flat_seqs = running[:, :, :cur_len].reshape(batch * beams, cur_len)
+        new_tokens = flat_seqs[:, -1:]  # (B * beams, 1)
+    generated = (finished_index[:, 0] + 1).bool().sum(dim=1).max()
+    return finished_seqs[:, 0, :prompt_len + int(generated)]
