@@ -1,7 +1,11 @@
 """Crossformer (Zhang & Yan, ICLR 2023, "Crossformer: Transformer Utilizing Cross-Dimension
 Dependency for Multivariate Time Series Forecasting"): dimension-segment-wise (DSW)
 embedding, two-stage attention (cross-time, then cross-dimension through router tokens) and a
-hierarchical encoder-decoder whose encoder merges adjacent segments scale by scale."""
+hierarchical encoder-decoder whose encoder merges adjacent segments scale by scale.
+
+With ``output_attentions=True`` every two-stage attention contributes three weight tensors, in
+the order of ``TWO_STAGE`` (see ``Crossformer.forecast`` for the shapes), and
+``Crossformer.split_stages`` regroups such a flat tuple by stage."""
 
 from __future__ import annotations
 
@@ -13,8 +17,17 @@ from torch import nn
 
 from formerkit.config import check_positive
 from formerkit.models.registry import register_model
-from formerkit.models.timeseries.layers import ForecastConfigBase, Forecaster, patchify
+from formerkit.models.timeseries.layers import (
+    Attentions,
+    ForecastConfigBase,
+    Forecaster,
+    patchify,
+)
 from formerkit.nn import EncoderLayer, FeedForward, MultiHeadAttention
+
+# The weights one two-stage attention returns, in order: cross-time self-attention among the
+# segments of a variate, routers reading the variates, variates reading the routers.
+TWO_STAGE = ("time", "sender", "receiver")
 
 
 @dataclasses.dataclass
@@ -56,17 +69,29 @@ class RouterAttention(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, S, C, D): for each segment, attention across the C variates -> same shape."""
+    def forward(self, x: torch.Tensor, *, need_weights: bool = False
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """For each segment, attention across the C variates through the routers.
+
+        Args:
+            x: (B, S, C, D).
+            need_weights: also return the attention weights (``math`` backend).
+
+        Returns:
+            (x (B, S, C, D), weights): weights are ``None`` or (sender (B * S, heads, R, C),
+            receiver (B * S, heads, C, R)), row b * S + s for sample b, segment s.
+        """
         batch, n_segments, n_vars, d_model = x.shape
         send = x.reshape(batch * n_segments, n_vars, d_model)  # (B S, C, D)
         routers = self.router.unsqueeze(0).expand(batch, -1, -1, -1)
         routers = routers.reshape(batch * n_segments, -1, d_model)  # (B S, R, D)
-        buffer, _ = self.sender(routers, send)  # (B S, R, D)
-        received, _ = self.receiver(send, buffer)  # (B S, C, D)
+        buffer, sender_w = self.sender(routers, send, need_weights=need_weights)  # (B S, R, D)
+        received, receiver_w = self.receiver(send, buffer,
+                                             need_weights=need_weights)  # (B S, C, D)
         h = self.norm1(send + self.dropout(received))
         h = self.norm2(h + self.dropout(self.ff(h)))
-        return h.reshape(batch, n_segments, n_vars, d_model)
+        weights = (sender_w, receiver_w) if need_weights else None
+        return h.reshape(batch, n_segments, n_vars, d_model), weights
 
 
 class TwoStageAttention(nn.Module):
@@ -82,12 +107,26 @@ class TwoStageAttention(nn.Module):
                                          config.n_heads, config.d_ff, config.dropout,
                                          config.activation, config.backend)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, C, S, D) -> (B, C, S, D)."""
+    def forward(self, x: torch.Tensor, *, need_weights: bool = False
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Cross-time then cross-dimension attention.
+
+        Args:
+            x: (B, C, S, D).
+            need_weights: also return the attention weights (``math`` backend).
+
+        Returns:
+            (x (B, C, S, D), weights): weights are ``None`` or, in ``TWO_STAGE`` order,
+            (time (B * C, heads, S, S), sender (B * S, heads, R, C), receiver
+            (B * S, heads, C, R)).
+        """
         batch, n_vars, n_segments, d_model = x.shape
-        h, _ = self.time(x.reshape(batch * n_vars, n_segments, d_model))  # (B C, S, D)
+        h, time_w = self.time(x.reshape(batch * n_vars, n_segments, d_model),
+                              need_weights=need_weights)  # (B C, S, D)
         h = h.reshape(batch, n_vars, n_segments, d_model).transpose(1, 2)  # (B, S, C, D)
-        return self.dimension(h).transpose(1, 2)  # (B, C, S, D)
+        h, router_ws = self.dimension(h, need_weights=need_weights)
+        weights = (time_w, *router_ws) if need_weights else None
+        return h.transpose(1, 2), weights  # (B, C, S, D)
 
 
 class SegmentMerging(nn.Module):
@@ -125,17 +164,29 @@ class CrossformerDecoderLayer(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.predict = nn.Linear(config.d_model, config.patch_len)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, C, S_out, D), memory (B, C, S_in, D) -> (x, segment values (B, C, S_out, P))."""
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, *, need_weights: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None,
+                           torch.Tensor | None]:
+        """Decode one scale.
+
+        Args:
+            x: (B, C, S_out, D) decoder segments. memory: (B, C, S_in, D) one encoder scale.
+            need_weights: also return the attention weights (``math`` backend).
+
+        Returns:
+            (x (B, C, S_out, D), segment values (B, C, S_out, patch_len), two-stage weights
+            as ``TwoStageAttention`` or ``None``, cross weights (B * C, heads, S_out, S_in) or
+            ``None``).
+        """
         batch, n_vars, n_segments, d_model = x.shape
-        x = self.self_attn(x)
+        x, self_ws = self.self_attn(x, need_weights=need_weights)
         h = x.reshape(batch * n_vars, n_segments, d_model)  # (B C, S_out, D)
         memory = memory.reshape(batch * n_vars, memory.shape[2], d_model)  # (B C, S_in, D)
-        attended, _ = self.cross_attn(h, memory)
+        attended, cross_w = self.cross_attn(h, memory, need_weights=need_weights)
         h = self.norm1(h + self.dropout(attended))
         h = self.norm2(h + self.ff(h))
         h = h.reshape(batch, n_vars, n_segments, d_model)  # (B, C, S_out, D)
-        return h, self.predict(h)
+        return h, self.predict(h), self_ws, cross_w
 
 
 @register_model("crossformer", config_class=CrossformerConfig,
@@ -174,22 +225,63 @@ class Crossformer(Forecaster):
         self.decoder = nn.ModuleList(CrossformerDecoderLayer(self.out_segments, config)
                                      for _ in range(config.n_layers + 1))
 
+    @staticmethod
+    def split_stages(weights: tuple[torch.Tensor, ...]) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Regroup a flat tuple of two-stage weights (``encoder_attentions`` or
+        ``attentions``) as ``{"time": per-layer, "sender": per-layer, "receiver":
+        per-layer}``."""
+        if len(weights) % len(TWO_STAGE):
+            raise ValueError(f"weights must hold {len(TWO_STAGE)} tensors per layer "
+                             f"{TWO_STAGE}, got {len(weights)}")
+        return {stage: tuple(weights[i::len(TWO_STAGE)]) for i, stage in enumerate(TWO_STAGE)}
+
     def forecast(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
-                 y_mark: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, L, C) -> (B, H, C); calendar features are not used."""
+                 y_mark: torch.Tensor | None = None, output_attentions: bool = False
+                 ) -> tuple[torch.Tensor, Attentions]:
+        """Forecast from the (variate x segment) grid; calendar features are not used.
+
+        Args:
+            x: (B, L, C) lookback.
+            output_attentions: also return the weights.
+
+        Returns:
+            (prediction (B, H, C), attentions). With ``output_attentions``, S_l is the
+            number of segments at encoder scale l (S_0 = ``in_segments``, then
+            ceil(S_{l-1} / win_size)), S_out = ``out_segments`` and R = ``n_routers``:
+
+            - ``encoder_attentions``: three tensors per encoder scale l, flat, in
+              ``TWO_STAGE`` order: time (B * C, heads, S_l, S_l) among the segments of one
+              variate (row b * C + c), sender (B * S_l, heads, R, C) routers reading the
+              variates of one segment (row b * S_l + s), receiver (B * S_l, heads, C, R)
+              variates reading the routers.
+            - ``attentions``: the same three per decoder layer (n_layers + 1 layers) with
+              S_out segments.
+            - ``cross_attentions``: per decoder layer j, (B * C, heads, S_out, S_j) from the
+              decoder segments to encoder scale j (j = 0: the embedded input segments).
+
+            Empty dict otherwise.
+        """
         batch, _, n_vars = x.shape
         segments = patchify(x.transpose(1, 2), self.config.patch_len, self.config.patch_len,
                             pad_front=self.pad_front)  # (B, C, S, seg)
         h = self.pre_norm(self.segment_embedding(segments) + self.encoder_position)
         h = self.dropout(h)  # (B, C, S, D)
         scales = [h]
+        encoder_ws, decoder_ws, cross_ws = [], [], []
         for merge, block in zip(self.merges, self.encoder):
-            h = block(merge(h))
+            h, weights = block(merge(h), need_weights=output_attentions)
             scales.append(h)
+            encoder_ws.extend(weights or ())
         y = self.decoder_position.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, S_out, D)
         prediction = 0
         for layer, memory in zip(self.decoder, scales):
-            y, values = layer(y, memory)
+            y, values, weights, cross_w = layer(y, memory, need_weights=output_attentions)
             prediction = prediction + values  # (B, C, S_out, seg)
+            decoder_ws.extend(weights or ())
+            cross_ws.append(cross_w)
         prediction = prediction.reshape(batch, n_vars, -1)  # (B, C, S_out seg)
-        return prediction[:, :, : self.config.pred_len].transpose(1, 2)  # (B, H, C)
+        prediction = prediction[:, :, : self.config.pred_len].transpose(1, 2)  # (B, H, C)
+        if not output_attentions:
+            return prediction, {}
+        return prediction, {"encoder_attentions": tuple(encoder_ws),
+                            "attentions": tuple(decoder_ws), "cross_attentions": tuple(cross_ws)}

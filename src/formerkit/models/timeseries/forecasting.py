@@ -12,7 +12,12 @@ from torch import nn
 
 from formerkit.config import check_positive
 from formerkit.models.registry import register_model
-from formerkit.models.timeseries.layers import ForecastConfigBase, Forecaster, TokenEmbedding
+from formerkit.models.timeseries.layers import (
+    Attentions,
+    ForecastConfigBase,
+    Forecaster,
+    TokenEmbedding,
+)
 from formerkit.nn import Decoder, Encoder
 
 
@@ -57,15 +62,34 @@ class TransformerForecaster(Forecaster):
         self.projection = nn.Linear(config.d_model, config.n_vars)
 
     def forecast(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
-                 y_mark: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, L, C), x_mark (B, L, F), y_mark (B, H, F) -> (B, H, C)."""
+                 y_mark: torch.Tensor | None = None, output_attentions: bool = False
+                 ) -> tuple[torch.Tensor, Attentions]:
+        """Encode the lookback, decode the known ``label_len`` steps plus placeholders.
+
+        Args:
+            x: (B, L, C) lookback. x_mark: (B, L, F), y_mark: (B, H, F) calendar features.
+            output_attentions: also return the weights, as the seq2seq ``Transformer`` does.
+
+        Returns:
+            (prediction (B, H, C), attentions). With ``output_attentions`` the attentions are
+            ``encoder_attentions``: per encoder layer (B, heads, L, L) over the lookback
+            steps; ``attentions``: per decoder layer the causal self-attention (B, heads, T, T)
+            with T = label_len + pred_len; ``cross_attentions``: per decoder layer
+            (B, heads, T, L) from decoder steps to lookback steps. Empty dict otherwise.
+        """
         label_len, pred_len = self.config.label_len, self.config.pred_len
-        memory, _ = self.encoder(self.encoder_embedding(x, x_mark))  # (B, L, D)
+        memory, encoder_ws = self.encoder(self.encoder_embedding(x, x_mark),
+                                          output_attentions=output_attentions)  # (B, L, D)
         placeholder = x.new_zeros(x.shape[0], pred_len, x.shape[2])
         decoder_input = torch.cat([x[:, -label_len:], placeholder], dim=1)  # (B, T, C)
         decoder_mark = None
         if x_mark is not None and y_mark is not None:
             decoder_mark = torch.cat([x_mark[:, -label_len:], y_mark], dim=1)  # (B, T, F)
-        h, _, _ = self.decoder(self.decoder_embedding(decoder_input, decoder_mark), memory,
-                               is_causal=True)
-        return self.projection(h[:, -pred_len:])  # (B, H, C)
+        h, self_ws, cross_ws = self.decoder(self.decoder_embedding(decoder_input, decoder_mark),
+                                            memory, is_causal=True,
+                                            output_attentions=output_attentions)
+        prediction = self.projection(h[:, -pred_len:])  # (B, H, C)
+        if not output_attentions:
+            return prediction, {}
+        return prediction, {"encoder_attentions": encoder_ws, "attentions": self_ws,
+                            "cross_attentions": cross_ws}

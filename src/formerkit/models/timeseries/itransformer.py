@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from formerkit.models.registry import register_model
-from formerkit.models.timeseries.layers import ForecastConfigBase, Forecaster
+from formerkit.models.timeseries.layers import Attentions, ForecastConfigBase, Forecaster
 from formerkit.nn import Encoder
 
 
@@ -45,11 +45,24 @@ class ITransformer(Forecaster):
         self.projection = nn.Linear(config.d_model, config.pred_len)
 
     def forecast(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
-                 y_mark: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, L, C), x_mark (B, L, F) -> (B, H, C)."""
+                 y_mark: torch.Tensor | None = None, output_attentions: bool = False
+                 ) -> tuple[torch.Tensor, Attentions]:
+        """Embed each variate's lookback as a token and attend across the tokens.
+
+        Args:
+            x: (B, L, C) lookback. x_mark: (B, L, F) calendar features (extra tokens).
+            output_attentions: also return the weights.
+
+        Returns:
+            (prediction (B, H, C), attentions). With ``output_attentions``, ``attentions`` is
+            per encoder layer (B, heads, N, N) over the N = C (+ F with calendar features)
+            variate tokens: row i is how variate i reads the others; the calendar tokens, if
+            any, come after the C variates. Empty dict otherwise.
+        """
         series = x.transpose(1, 2)  # (B, C, L)
         if x_mark is not None:
             series = torch.cat([series, x_mark.transpose(1, 2)], dim=1)  # (B, C + F, L)
         tokens = self.dropout(self.embedding(series))  # (B, N, D)
-        h, _ = self.encoder(tokens)
-        return self.projection(h)[:, : x.shape[2]].transpose(1, 2)  # (B, H, C)
+        h, attentions = self.encoder(tokens, output_attentions=output_attentions)
+        prediction = self.projection(h)[:, : x.shape[2]].transpose(1, 2)  # (B, H, C)
+        return prediction, {"attentions": attentions} if output_attentions else {}

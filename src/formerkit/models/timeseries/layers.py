@@ -162,11 +162,17 @@ class FlattenHead(nn.Module):
         return self.dropout(y).transpose(1, 2)  # (B, H, C)
 
 
+Attentions = dict[str, tuple[torch.Tensor, ...]]
+
+
 class Forecaster(PreTrainedModel):
     """Base class of the forecasters: ``forward(x, x_mark=None, target=None)``.
 
-    Subclasses implement ``forecast(x, x_mark, y_mark) -> (B, H, C)`` on (RevIN-normalised)
-    inputs; this class checks shapes, applies RevIN around it and adds the MSE loss.
+    Subclasses implement ``forecast(x, x_mark, y_mark, output_attentions=False) ->
+    (prediction (B, H, C), attentions)`` on (RevIN-normalised) inputs, where ``attentions``
+    maps ``ModelOutput`` field names (``attentions``, ``cross_attentions``,
+    ``encoder_attentions``) to per-layer weights and is empty unless ``output_attentions``;
+    this class checks shapes, applies RevIN around it and adds the MSE loss.
     """
 
     config_class = ForecastConfigBase
@@ -176,12 +182,13 @@ class Forecaster(PreTrainedModel):
         self.revin = RevIN(config.n_vars, affine=config.revin_affine) if config.revin else None
 
     def forecast(self, x: torch.Tensor, x_mark: torch.Tensor | None,
-                 y_mark: torch.Tensor | None) -> torch.Tensor:
+                 y_mark: torch.Tensor | None, output_attentions: bool = False
+                 ) -> tuple[torch.Tensor, Attentions]:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
-                target: torch.Tensor | None = None, y_mark: torch.Tensor | None = None
-                ) -> ModelOutput:
+                target: torch.Tensor | None = None, y_mark: torch.Tensor | None = None,
+                output_attentions: bool = False) -> ModelOutput:
         """Forecast the next ``pred_len`` steps.
 
         Args:
@@ -190,9 +197,14 @@ class Forecaster(PreTrainedModel):
             target: (B, H, C) true future; when given, ``loss`` is the MSE.
             y_mark: (B, H, F) calendar features of the horizon (the vanilla decoder uses
                 them; others ignore them).
+            output_attentions: also return the per-layer, per-head attention weights (computed
+                by the ``math`` backend); the shapes are documented by each model's
+                ``forecast``. Off, the forward pass is unchanged.
 
         Returns:
-            ``ModelOutput`` with ``prediction`` (B, H, C) and ``loss``.
+            ``ModelOutput`` with ``prediction`` (B, H, C), ``loss`` and, if requested, the
+            attention weights (``attentions`` and, for encoder-decoders,
+            ``encoder_attentions`` and ``cross_attentions``).
         """
         config = self.config
         if x.ndim != 3 or x.shape[1] != config.seq_len or x.shape[2] != config.n_vars:
@@ -206,7 +218,8 @@ class Forecaster(PreTrainedModel):
         stats = None
         if self.revin is not None:
             x, stats = self.revin.normalize(x)
-        prediction = self.forecast(x, x_mark, y_mark)
+        prediction, attentions = self.forecast(x, x_mark, y_mark,
+                                               output_attentions=output_attentions)
         if self.revin is not None:
             prediction = self.revin.denormalize(prediction, stats)
         loss = None
@@ -215,4 +228,4 @@ class Forecaster(PreTrainedModel):
                 raise ValueError(f"target must be {tuple(prediction.shape)}, got "
                                  f"{tuple(target.shape)}")
             loss = F.mse_loss(prediction, target)
-        return ModelOutput(loss=loss, prediction=prediction)
+        return ModelOutput(loss=loss, prediction=prediction, **attentions)

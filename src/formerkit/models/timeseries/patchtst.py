@@ -11,7 +11,13 @@ from torch import nn
 
 from formerkit.config import check_positive, check_probability
 from formerkit.models.registry import register_model
-from formerkit.models.timeseries.layers import FlattenHead, ForecastConfigBase, Forecaster, patchify
+from formerkit.models.timeseries.layers import (
+    Attentions,
+    FlattenHead,
+    ForecastConfigBase,
+    Forecaster,
+    patchify,
+)
 from formerkit.nn import Encoder
 
 
@@ -68,14 +74,27 @@ class PatchTST(Forecaster):
                                 dropout=config.head_dropout)
 
     def forecast(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
-                 y_mark: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, L, C) -> (B, H, C); calendar features are not used (channel independence)."""
+                 y_mark: torch.Tensor | None = None, output_attentions: bool = False
+                 ) -> tuple[torch.Tensor, Attentions]:
+        """Forecast each variate from its own patches; calendar features are not used
+        (channel independence).
+
+        Args:
+            x: (B, L, C) lookback.
+            output_attentions: also return the weights.
+
+        Returns:
+            (prediction (B, H, C), attentions). With ``output_attentions``, ``attentions`` is
+            per encoder layer (B * C, heads, P, P) over the P = ``n_patches`` patches of one
+            variate; row b * C + c is sample b, variate c (reshape to (B, C, heads, P, P)).
+            Empty dict otherwise.
+        """
         config = self.config
         batch, _, n_vars = x.shape
         patches = patchify(x.transpose(1, 2), config.patch_len, config.stride,
                            pad_end=config.stride)  # (B, C, P, patch_len)
         tokens = self.patch_embedding(patches) + self.position  # (B, C, P, D)
         tokens = tokens.reshape(batch * n_vars, config.n_patches, config.d_model)  # (BC, P, D)
-        h, _ = self.encoder(self.dropout(tokens))
+        h, attentions = self.encoder(self.dropout(tokens), output_attentions=output_attentions)
         h = h.reshape(batch, n_vars, config.n_patches, config.d_model)  # (B, C, P, D)
-        return self.head(h)
+        return self.head(h), {"attentions": attentions} if output_attentions else {}
