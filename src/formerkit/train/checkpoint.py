@@ -11,7 +11,6 @@ checkpoint is reported and the previous good one is used instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from formerkit.data.registry import sha256_of
 from formerkit.models.base import save_state_dict
 
 WEIGHTS = "model.safetensors"
@@ -59,14 +59,6 @@ def atomic_write_text(file: Path, text: str) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, file)
     fsync_dir(file.parent)
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_file(file: Path) -> None:
@@ -125,7 +117,7 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor],
     meta = {"step": step, "files": {}}
     for name in (WEIGHTS, STATE):
         _fsync_file(tmp / name)
-        meta["files"][name] = {"sha256": _sha256(tmp / name), "size": (tmp / name).stat().st_size}
+        meta["files"][name] = {"sha256": sha256_of(tmp / name), "size": (tmp / name).stat().st_size}
     with open(tmp / META, "w") as handle:
         json.dump(meta, handle, indent=2)
         handle.flush()
@@ -171,7 +163,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         if size != expected["size"]:
             raise CheckpointError(f"checkpoint file {file} is truncated or corrupt: "
                                   f"{size} bytes, expected {expected['size']}")
-        if _sha256(file) != expected["sha256"]:
+        if sha256_of(file) != expected["sha256"]:
             raise CheckpointError(f"checkpoint file {file} is corrupt: sha256 does not match "
                                   f"{META}")
     return meta
