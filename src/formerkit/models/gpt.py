@@ -32,8 +32,10 @@ from formerkit.nn import (
     causal_mask,
     init_weights,
     make_attention_mask,
+    padding_mask,
     scale_residual_projections,
 )
+from formerkit.nn.attention import apply_linear
 
 
 @dataclasses.dataclass
@@ -168,6 +170,28 @@ class GPTModel(GPTPreTrainedModel):
         return ModelOutput(last_hidden_state=x, past_key_values=cache if use_cache or
                            past_key_values is not None else None, attentions=attentions)
 
+    def decode_step(self, tokens: torch.Tensor, positions: torch.Tensor | int, cache: KVCache,
+                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One new token per row after the cached ones, in evaluation: the decoding fast path.
+
+        Args:
+            tokens: (B,) ids.
+            positions: (B,) position ids, or one int for every row.
+            cache: holds the earlier positions; extended in place.
+            attention_mask: (B, Tk) 1 = token, 0 = padding, covering the cache and the new
+                token, or ``None`` when nothing is padded.
+
+        Returns:
+            (B, D) final hidden states, equal to ``forward(tokens[:, None], attention_mask,
+            positions, cache).last_hidden_state[:, 0]``.
+        """
+        if cache.length + 1 > self.config.max_seq_len:
+            raise ValueError(f"sequence length {cache.length + 1} exceeds "
+                             f"max_seq_len={self.config.max_seq_len}")
+        x = F.embedding(tokens, self.embed_tokens.weight) + self.embed_positions.weight[positions]
+        mask = padding_mask(attention_mask) if attention_mask is not None else None
+        return self.encoder.decode_step(x, cache, mask)
+
 
 @register_model("gpt", config_class=GPTConfig, presets=PRESETS,
                 description="GPT-2 decoder-only causal language model")
@@ -230,6 +254,15 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
     def decoding_logits(self, state: DecodingState, new_tokens: torch.Tensor) -> torch.Tensor:
         past, length = state.cache.length, new_tokens.shape[1]
         mask, position_ids = state.attention_mask, None
+        if past and length == 1 and not self.training:  # one token per row: the lean path
+            positions: torch.Tensor | int = past
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+                state.attention_mask = mask
+                positions = state.extras["next_position"]
+                state.extras["next_position"] = positions + 1
+            hidden = self.transformer.decode_step(new_tokens[:, 0], positions, state.cache, mask)
+            return apply_linear(self.lm_head, hidden).float()  # (N, V)
         if mask is not None:
             if past:
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], length)], dim=1)

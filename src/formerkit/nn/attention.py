@@ -21,6 +21,24 @@ from formerkit.nn.masks import causal_mask
 BACKENDS = ("sdpa", "math", "linear")
 
 
+def apply_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``; for a plain ``nn.Linear`` without hooks, ``F.linear`` directly.
+
+    Skipping ``nn.Module.__call__`` matters only where per-call overhead rivals the arithmetic:
+    one token at a time while decoding. LoRA and other wrapped layers are called as modules.
+    """
+    if type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks):
+        return F.linear(x, layer.weight, layer.bias)
+    return layer(x)
+
+
+def apply_layer_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` for an ``nn.LayerNorm``, without module-call overhead (see ``apply_linear``)."""
+    if type(norm) is nn.LayerNorm and not (norm._forward_hooks or norm._forward_pre_hooks):
+        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return norm(x)
+
+
 def scaled_dot_product_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -216,3 +234,35 @@ class MultiHeadAttention(nn.Module):
             need_weights=need_weights)
         out = out.transpose(1, 2).reshape(batch, length, self.d_model)  # (B, T, D)
         return self.out_proj(out), weights
+
+    def decode_step(self, x: torch.Tensor, cache: LayerCache,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention of one new position per row over the cached ones (inference only).
+
+        Equals ``forward(x[:, None], mask=mask, is_causal=True, cache=cache)[0][:, 0]`` with
+        fewer operations: at batch 1 a decoding step costs more in per-op overhead than in
+        arithmetic, so this path skips the general one's reshapes and checks.
+
+        Args:
+            x: (B, D) the new position's input.
+            cache: this layer's cache; the new key and value are appended.
+            mask: bool (B, 1, 1, Tk) key-padding mask over the cached keys and the new one, or
+                ``None``. The new key is always visible, so no row is fully masked.
+
+        Returns:
+            (B, D).
+        """
+        if self.cross:
+            raise ValueError("decode_step is for self-attention; cross-attention keys come "
+                             "from the cache via forward()")
+        batch = x.shape[0]
+        # (B, 3D) -> (B, 3, H, 1, K): q, k, v come out already split into heads.
+        q, k, v = apply_linear(self.qkv_proj, x).view(
+            batch, 3, self.n_heads, 1, self.head_dim).unbind(1)
+        k, v = cache.append(k, v)  # (B, H, Tk, K)
+        if self.backend == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            out = scaled_dot_product_attention(q, k, v, mask, backend=self.backend)[0]
+        # (B, H, 1, K) -> (B, D): with one position the heads are already contiguous.
+        return apply_linear(self.out_proj, out.reshape(batch, self.d_model))

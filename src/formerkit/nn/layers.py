@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from formerkit.nn.attention import MultiHeadAttention
-from formerkit.nn.cache import KVCache
+from formerkit.nn.attention import MultiHeadAttention, apply_layer_norm, apply_linear
+from formerkit.nn.cache import KVCache, LayerCache
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -49,6 +49,10 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(_drop(self.dropout, self.activation(self.fc1(x))))
+
+    def decode_step(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` in evaluation, with less per-call overhead (see ``apply_linear``)."""
+        return apply_linear(self.fc2, self.activation(apply_linear(self.fc1, x)))
 
 
 class EncoderLayer(nn.Module):
@@ -101,6 +105,19 @@ class EncoderLayer(nn.Module):
             x = self.norm1(x + _drop(self.dropout, h))
             x = self.norm2(x + _drop(self.dropout, self.ff(x)))
         return x, weights
+
+    def decode_step(self, x: torch.Tensor, cache: LayerCache,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One new position per row, causal over the cache, in evaluation (no dropout).
+
+        x (B, D); mask bool (B, 1, 1, Tk) or ``None``. Equals ``forward`` on x[:, None] with
+        ``is_causal=True`` and the cache; see ``MultiHeadAttention.decode_step``.
+        """
+        if self.norm_first:
+            x = x + self.self_attn.decode_step(apply_layer_norm(self.norm1, x), cache, mask)
+            return x + self.ff.decode_step(apply_layer_norm(self.norm2, x))
+        x = apply_layer_norm(self.norm1, x + self.self_attn.decode_step(x, cache, mask))
+        return apply_layer_norm(self.norm2, x + self.ff.decode_step(x))
 
 
 class DecoderLayer(nn.Module):
@@ -195,6 +212,20 @@ class Encoder(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         return x, tuple(attentions) if output_attentions else None
+
+    def decode_step(self, x: torch.Tensor, cache: KVCache,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal incremental decoding of one new position per row: x (B, D) -> (B, D).
+
+        The fast path ``formerkit.generation`` takes for decoder-only models; equal to
+        ``forward(x[:, None], is_causal=True, cache=cache)`` in evaluation mode.
+        """
+        if self.training:
+            raise RuntimeError("Encoder.decode_step is for inference; call model.eval() first "
+                               "(it applies no dropout)")
+        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+            x = layer.decode_step(x, layer_cache, mask)
+        return apply_layer_norm(self.norm, x) if self.norm is not None else x
 
 
 class Decoder(nn.Module):
