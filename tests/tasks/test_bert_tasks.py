@@ -167,3 +167,29 @@ def test_pretraining_on_a_small_corpus(tmp_path):
     model = formerkit.from_pretrained(tmp_path / "run" / "model")
     assert isinstance(model, formerkit.BertForPreTraining)
     assert model.tokenizer.mask_token_id is not None
+
+
+def test_dupe_factor_draws_fresh_pairs(tmp_path):
+    from formerkit.data.mlm import build_nsp_examples, read_documents
+    from formerkit.tasks.bert import MaskedLMNSPTask, PretrainDataConfig, PretrainTaskConfig
+
+    rng = random.Random(1)
+    docs = ["\n".join(f"the {rng.choice(ADJS)} {rng.choice(NOUNS)} {rng.choice(VERBS)} ."
+                      for _ in range(rng.randint(3, 8))) for _ in range(60)]
+    (tmp_path / "corpus.txt").write_text("\n\n".join(docs) + "\n")
+    data = PretrainDataConfig(dataset=None, path=str(tmp_path / "corpus.txt"), vocab_size=40,
+                              max_length=32, dupe_factor=3)
+    setup = MaskedLMNSPTask().setup(dict(TINY), data, PretrainTaskConfig(), seed=5)
+    tokenizer = setup.model.tokenizer
+    train_docs = read_documents((tmp_path / "corpus.txt").read_text())[:-6]  # 10% held out
+    ids = [[tokenizer.backend.encode(s, add_special_tokens=False).ids for s in d]
+           for d in train_docs]
+    draws = [build_nsp_examples(ids, max_length=32, cls_token_id=tokenizer.cls_token_id,
+                                sep_token_id=tokenizer.sep_token_id, seed=5 + 2 * d)
+             for d in range(3)]
+    assert list(setup.train_dataset) == [e for draw in draws for e in draw]
+    first, others = draws[0], draws[1] + draws[2]
+    key = lambda e: (tuple(e["input_ids"]), e["next_sentence_label"])  # noqa: E731
+    assert len({key(e) for e in others} - {key(e) for e in first}) > len(first) // 2
+    with pytest.raises(ValueError, match="dupe_factor"):
+        PretrainDataConfig(dupe_factor=0)

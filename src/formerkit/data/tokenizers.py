@@ -314,6 +314,13 @@ def train_wordpiece(texts: str | Iterable[str], vocab_size: int, *,
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special,
                                         show_progress=False)
     backend.train_from_iterator(_as_iter(texts), trainer)
+    # The trainer numbers "##" tokens in hash-map order, which changes from process to process
+    # (huggingface/tokenizers#1794). Greedy longest-match WordPiece depends only on the set of
+    # tokens, so renumbering them in sorted order keeps the tokenisation and makes the ids
+    # reproducible.
+    learned = sorted(set(backend.get_vocab()) - set(special))
+    backend.model = models.WordPiece({token: i for i, token in enumerate(special + learned)},
+                                     unk_token="[UNK]")
     add_bert_post_processor(backend)
     return Tokenizer(backend)
 

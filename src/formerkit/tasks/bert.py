@@ -157,6 +157,10 @@ class PretrainDataConfig(ConfigBase):
         vocab_size, lowercase: the WordPiece vocabulary trained on the training documents.
         max_length: tokens per pair, ``[CLS] A [SEP] B [SEP]``.
         short_seq_prob: chance of a shorter target length (BERT: 0.1).
+        dupe_factor: build the training pairs this many times with different random choices
+            (segment splits, random-B negatives, short targets), as BERT's data pipeline
+            (default 10 there): with one fixed set of negatives a small model memorises the
+            NSP labels after a few epochs instead of learning coherence.
         val_fraction: the last fraction of documents held out for validation.
         mlm_probability: fraction of tokens to predict (BERT: 0.15).
         whole_word: mask whole words rather than WordPiece tokens.
@@ -170,13 +174,14 @@ class PretrainDataConfig(ConfigBase):
     lowercase: bool = True
     max_length: int = 128
     short_seq_prob: float = 0.1
+    dupe_factor: int = 1
     val_fraction: float = 0.1
     mlm_probability: float = 0.15
     whole_word: bool = False
     download: bool = False
 
     def validate(self) -> None:
-        check_positive(self, "vocab_size", "max_length")
+        check_positive(self, "vocab_size", "max_length", "dupe_factor")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"PretrainDataConfig.val_fraction must be in (0, 1), "
                              f"got {self.val_fraction!r}")
@@ -231,7 +236,9 @@ class MaskedLMNSPTask(Task):
         train_ids, val_ids = encode(train_docs), encode(val_docs)
         pairs = dict(max_length=data.max_length, cls_token_id=tokenizer.cls_token_id,
                      sep_token_id=tokenizer.sep_token_id, short_seq_prob=data.short_seq_prob)
-        train = build_nsp_examples(train_ids, seed=seed, **pairs)
+        # Duplicate d draws with seed + 2d: odd offsets are left to the validation pairs.
+        train = [example for dupe in range(data.dupe_factor)
+                 for example in build_nsp_examples(train_ids, seed=seed + 2 * dupe, **pairs)]
         val = build_nsp_examples(val_ids, seed=seed + 1, **pairs)
         network = build_bert(BertForPreTraining, model, tokenizer, None)
         check_max_length(data.max_length, network)
