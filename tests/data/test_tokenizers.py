@@ -228,3 +228,22 @@ def test_missing_and_bad_files(tmp_path):
         load_tokenizer(tmp_path)
     with pytest.raises(ValueError, match="not in the vocabulary"):
         Tokenizer(train_char_tokenizer("ab").backend, {"eos": "</s>"})
+
+
+def test_wordpiece_training_is_deterministic_and_matches_huggingface_trainer():
+    text = ["the quick brown fox jumps over the lazy dog", "a quick brown dog naps",
+            "foxes and dogs are quick and lazy"] * 20
+    ours = [train_wordpiece(text, 80) for _ in range(3)]
+    assert all(t.backend.get_vocab() == ours[0].backend.get_vocab() for t in ours)
+    hf = train_wordpiece(text, 80, trainer="tokenizers")
+    ours_set, hf_set = set(ours[0].backend.get_vocab()), set(hf.backend.get_vocab())
+    # Same algorithm: the vocabularies differ only where equal-count merges tie (this toy
+    # corpus has several; tests/data/test_wordpiece_trainer.py compares on Shakespeare).
+    assert len(ours_set) == len(hf_set) == 80
+    assert len(ours_set & hf_set) >= 72
+    assert ours[0].backend.encode("the lazy fox").tokens == ["[CLS]", "the", "lazy", "fox",
+                                                             "[SEP]"]
+    assert [ours[0].backend.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]",
+                                                      "[MASK]")] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="trainer"):
+        train_wordpiece(text, 80, trainer="sentencepiece")

@@ -26,6 +26,7 @@ from formerkit.data.tokenizer_files import (
     read_json,
     read_roles,
 )
+from formerkit.data.wordpiece_trainer import count_words, learn_wordpiece_vocab
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -301,26 +302,39 @@ def train_byte_bpe(texts: str | Iterable[str], vocab_size: int, *,
 
 
 def train_wordpiece(texts: str | Iterable[str], vocab_size: int, *,
-                    lowercase: bool = True) -> Tokenizer:
+                    lowercase: bool = True, trainer: str = "formerkit") -> Tokenizer:
     """BERT WordPiece: BERT normalisation and pre-tokenisation, ``##`` continuations,
     ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4``, and ``[CLS] A [SEP] B [SEP]`` with
-    ``token_type_ids`` 1 for the second segment."""
+    ``token_type_ids`` 1 for the second segment.
+
+    ``trainer="formerkit"`` (default) learns the vocabulary with
+    ``formerkit.data.wordpiece_trainer``: the algorithm of ``tokenizers``' WordPieceTrainer with
+    deterministic tie-breaking, so the same text always gives the same vocabulary and ids.
+    ``trainer="tokenizers"`` runs HuggingFace's trainer itself, whose ties fall in hash-map
+    order (huggingface/tokenizers#1794): runs can differ in a few rare tokens and in ids.
+    """
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     _check_vocab_size(vocab_size, len(special) + 1)
-    backend = Backend(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    if trainer not in ("formerkit", "tokenizers"):
+        raise ValueError(f"trainer must be 'formerkit' or 'tokenizers', got {trainer!r}")
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    if trainer == "formerkit":
+        words = count_words(_as_iter(texts), normalizer, pre_tokenizer)
+        if not words:
+            raise ValueError("train_wordpiece got no text to learn a vocabulary from")
+        vocab = learn_wordpiece_vocab(words, vocab_size, special, strict=False)
+        backend = Backend(models.WordPiece({token: i for i, token in enumerate(vocab)},
+                                           unk_token="[UNK]"))
+        backend.add_special_tokens(special)
+    else:
+        backend = Backend(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizer
+    backend.pre_tokenizer = pre_tokenizer
     backend.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special,
-                                        show_progress=False)
-    backend.train_from_iterator(_as_iter(texts), trainer)
-    # The trainer numbers "##" tokens in hash-map order, which changes from process to process
-    # (huggingface/tokenizers#1794). Greedy longest-match WordPiece depends only on the set of
-    # tokens, so renumbering them in sorted order keeps the tokenisation and makes the ids
-    # reproducible.
-    learned = sorted(set(backend.get_vocab()) - set(special))
-    backend.model = models.WordPiece({token: i for i, token in enumerate(special + learned)},
-                                     unk_token="[UNK]")
+    if trainer == "tokenizers":
+        backend.train_from_iterator(_as_iter(texts), trainers.WordPieceTrainer(
+            vocab_size=vocab_size, special_tokens=special, show_progress=False))
     add_bert_post_processor(backend)
     return Tokenizer(backend)
 
