@@ -11,6 +11,8 @@ from formerkit.data.har import (
     HARStreamSequences,
     HARWindows,
     load_uci_har,
+    random_rotation,
+    rotate_triples,
     stitch_streams,
 )
 
@@ -78,6 +80,37 @@ def test_jitter_and_scale_are_seeded_and_change_values():
     assert not torch.allclose(a, torch.from_numpy(split.x[2]))
     with pytest.raises(ValueError, match="stitch_prob"):
         HARWindows(split, stitch_prob=1.5)
+
+
+def test_random_rotation_is_a_rotation_within_the_angle():
+    torch.manual_seed(0)
+    for _ in range(20):
+        rotation = random_rotation(15.0).double()
+        torch.testing.assert_close(rotation @ rotation.T, torch.eye(3, dtype=torch.float64))
+        assert torch.linalg.det(rotation).item() == pytest.approx(1.0, abs=1e-6)
+        angle = torch.rad2deg(torch.arccos((rotation.trace() - 1) / 2)).item()
+        assert angle <= 15.0 + 1e-3
+    angles = [torch.rad2deg(torch.arccos((random_rotation(90.0).trace() - 1).clamp(-2, 2) / 2))
+              for _ in range(50)]
+    assert max(angles) > 45.0  # the angle is drawn over the whole range, not fixed
+
+
+def test_rotation_turns_every_triple_alike_and_keeps_lengths():
+    x = torch.randn(5, 6)
+    rotation = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # 90 deg about z
+    turned = rotate_triples(x, rotation)
+    torch.testing.assert_close(turned[:, 0], -x[:, 1])
+    torch.testing.assert_close(turned[:, 1], x[:, 0])
+    torch.testing.assert_close(turned[:, 3:], torch.stack([-x[:, 4], x[:, 3], x[:, 5]], 1))
+    split = synthetic_split()
+    six = HARSplit(np.concatenate([split.x, -split.x, 2 * split.x], -1), split.y, split.subject)
+    item = HARWindows(six, augment=True, rotate=30.0)[2]["inputs"]
+    original = torch.from_numpy(six.x[2].copy())
+    torch.testing.assert_close(item.reshape(8, 2, 3).norm(dim=-1),
+                               original.reshape(8, 2, 3).norm(dim=-1))
+    assert not torch.allclose(item, original)
+    with pytest.raises(ValueError, match="x/y/z channel triples"):
+        HARWindows(split, augment=True, rotate=10.0)  # 2 channels
 
 
 def test_uci_har_official_and_validation_splits(data_dir):

@@ -1,5 +1,6 @@
 """UCI HAR raw inertial windows (Anguita et al. 2013): subject splits, per-step labels,
-stitched streams across activity changes, and augmentation (jitter, scaling, time shift).
+stitched streams across activity changes, and augmentation (jitter, scaling, rotation, time
+shift).
 
 The dataset holds 2.56 s windows (128 steps at 50 Hz, 9 channels) cut with 50% overlap from
 longer recordings. Consecutive windows whose halves coincide are rejoined into the recording
@@ -129,20 +130,29 @@ class HARWindows(torch.utils.data.Dataset):
         time_shift: shift each window by up to this many steps along its subject's stream.
         jitter: Gaussian noise, in units of each channel's standard deviation.
         scale: per-channel gain drawn from N(1, scale).
+        rotate: largest angle, in degrees, of a random 3-D rotation (uniform axis, uniform
+            angle in [-rotate, rotate]) applied to every x/y/z channel triple alike, as a
+            sensor worn at a slightly different angle would record. Needs C divisible by 3.
         stitch_prob: chance of replacing the window's tail, from a random cut point, with the
             start of a window of another activity of the same subject (teaches labelling across
             activity changes).
     """
 
     def __init__(self, split: HARSplit, *, augment: bool = False, time_shift: int = 0,
-                 jitter: float = 0.0, scale: float = 0.0, stitch_prob: float = 0.0) -> None:
-        for name, value in (("time_shift", time_shift), ("jitter", jitter), ("scale", scale)):
+                 jitter: float = 0.0, scale: float = 0.0, rotate: float = 0.0,
+                 stitch_prob: float = 0.0) -> None:
+        for name, value in (("time_shift", time_shift), ("jitter", jitter), ("scale", scale),
+                            ("rotate", rotate)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if rotate and split.x.shape[-1] % 3:
+            raise ValueError(f"rotate needs x/y/z channel triples, but the data has "
+                             f"{split.x.shape[-1]} channels")
         if not 0.0 <= stitch_prob <= 1.0:
             raise ValueError(f"stitch_prob must be in [0, 1], got {stitch_prob}")
         self.split, self.augment = split, augment
         self.time_shift, self.jitter, self.scale = time_shift, jitter, scale
+        self.rotate = rotate
         self.stitch_prob = stitch_prob
         self.window = split.x.shape[1]
         self.streams = stitch_streams(split) if augment else []
@@ -167,6 +177,8 @@ class HARWindows(torch.utils.data.Dataset):
         x, y = self._crop(index)
         if self.stitch_prob and torch.rand(()) < self.stitch_prob:
             x, y = self._stitch(index, x, y)
+        if self.rotate:
+            x = rotate_triples(x, random_rotation(self.rotate))
         if self.scale:
             x = x * (1 + self.scale * torch.randn(x.shape[-1]))
         if self.jitter:
@@ -195,6 +207,25 @@ class HARWindows(torch.utils.data.Dataset):
         x = torch.cat([x[:cut], tail])
         y = torch.cat([y[:cut], torch.full((self.window - cut,), int(self.split.y[other]))])
         return x, y
+
+
+def random_rotation(max_degrees: float) -> torch.Tensor:
+    """A (3, 3) rotation about a uniformly random axis by an angle uniform in
+    [-max_degrees, max_degrees] (Rodrigues' formula), drawn from torch's global generator."""
+    axis = torch.randn(3, dtype=torch.float64)
+    axis = axis / axis.norm()
+    angle = torch.deg2rad((2 * torch.rand((), dtype=torch.float64) - 1) * max_degrees)
+    cross = torch.tensor([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]],
+                          [-axis[1], axis[0], 0.0]], dtype=torch.float64)
+    rotation = torch.eye(3, dtype=torch.float64) + angle.sin() * cross \
+        + (1 - angle.cos()) * cross @ cross
+    return rotation.float()
+
+
+def rotate_triples(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate every consecutive x/y/z channel triple of ``x`` (T, C) by ``rotation`` (3, 3)."""
+    steps, channels = x.shape
+    return (x.reshape(steps, channels // 3, 3) @ rotation.T).reshape(steps, channels)
 
 
 class HARStreamSequences(torch.utils.data.Dataset):

@@ -254,15 +254,6 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
     def decoding_logits(self, state: DecodingState, new_tokens: torch.Tensor) -> torch.Tensor:
         past, length = state.cache.length, new_tokens.shape[1]
         mask, position_ids = state.attention_mask, None
-        if past and length == 1 and not self.training:  # one token per row: the lean path
-            positions: torch.Tensor | int = past
-            if mask is not None:
-                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-                state.attention_mask = mask
-                positions = state.extras["next_position"]
-                state.extras["next_position"] = positions + 1
-            hidden = self.transformer.decode_step(new_tokens[:, 0], positions, state.cache, mask)
-            return apply_linear(self.lm_head, hidden).float()  # (N, V)
         if mask is not None:
             if past:
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], length)], dim=1)
@@ -273,6 +264,10 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
                 # As HF generate: positions count real tokens, so left padding does not shift.
                 position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
             state.extras["next_position"] = position_ids[:, -1] + 1
+        if past and length == 1 and not self.training:  # one token per row: the lean path
+            positions = past if position_ids is None else position_ids[:, 0]
+            hidden = self.transformer.decode_step(new_tokens[:, 0], positions, state.cache, mask)
+            return apply_linear(self.lm_head, hidden).float()  # (N, V)
         hidden = self.transformer(new_tokens, mask, position_ids, state.cache).last_hidden_state
         return self.lm_head(hidden[:, -1]).float()  # (N, V): the head on the last position only
 

@@ -21,20 +21,25 @@ from formerkit.nn.masks import causal_mask
 BACKENDS = ("sdpa", "math", "linear")
 
 
+def _plain(module: nn.Module, cls: type[nn.Module]) -> bool:
+    """True when ``module`` is exactly ``cls`` (no subclass or wrapper) and has no hooks."""
+    return type(module) is cls and not (module._forward_hooks or module._forward_pre_hooks)
+
+
 def apply_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)``; for a plain ``nn.Linear`` without hooks, ``F.linear`` directly.
 
     Skipping ``nn.Module.__call__`` matters only where per-call overhead rivals the arithmetic:
     one token at a time while decoding. LoRA and other wrapped layers are called as modules.
     """
-    if type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks):
+    if _plain(layer, nn.Linear):
         return F.linear(x, layer.weight, layer.bias)
     return layer(x)
 
 
 def apply_layer_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``norm(x)`` for an ``nn.LayerNorm``, without module-call overhead (see ``apply_linear``)."""
-    if type(norm) is nn.LayerNorm and not (norm._forward_hooks or norm._forward_pre_hooks):
+    if _plain(norm, nn.LayerNorm):
         return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     return norm(x)
 

@@ -50,7 +50,7 @@ class HARDataConfig(ConfigBase):
             ``streams`` (stitched-stream mode: ``max_seq_len``-step sequences cut from each
             training subject's stitched stream, activity changes included, no augmentation).
         augment: augment training windows (the options below).
-        time_shift, jitter, scale, stitch_prob: see ``formerkit.data.har.HARWindows``.
+        time_shift, jitter, scale, rotate, stitch_prob: see ``formerkit.data.har.HARWindows``.
     """
 
     dataset: str = "uci_har"
@@ -62,12 +62,13 @@ class HARDataConfig(ConfigBase):
     time_shift: int = 32
     jitter: float = 0.05
     scale: float = 0.1
+    rotate: float = 0.0
     stitch_prob: float = 0.3
 
     def validate(self) -> None:
         if self.dataset != "uci_har":
             raise ValueError(f"HARDataConfig.dataset must be 'uci_har', got {self.dataset!r}")
-        for name in ("n_val_subjects", "time_shift", "jitter", "scale"):
+        for name in ("n_val_subjects", "time_shift", "jitter", "scale", "rotate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"HARDataConfig.{name} must be >= 0, got {getattr(self, name)}")
         check_probability(self, "stitch_prob")
@@ -154,7 +155,7 @@ class HARTask(Task):
             train = HARStreamSequences(dataset.train, length=har_model.config.max_seq_len)
         else:
             train = HARWindows(dataset.train, augment=data.augment, time_shift=data.time_shift,
-                               jitter=data.jitter, scale=data.scale,
+                               jitter=data.jitter, scale=data.scale, rotate=data.rotate,
                                stitch_prob=data.stitch_prob)
         splits = {"val": dataset.val, "test": dataset.test}
         last_test: dict[str, Any] = {}
