@@ -86,3 +86,16 @@ def test_setup_builds_normalised_model_and_stream_mode(data_dir):
     assert setup.metric_for_best == "accuracy" and setup.greater_is_better
     with pytest.raises(ValueError, match="mode"):
         HARDataConfig(mode="frames")
+
+
+def test_no_validation_subjects_trains_on_all_and_says_why_val_is_missing(data_dir):
+    from formerkit.tasks.har import HARDataConfig, HARTaskConfig
+
+    setup = get_task("har").setup({"name": "har", "preset": "tiny"},
+                                  HARDataConfig(n_val_subjects=0, augment=False),
+                                  HARTaskConfig(), seed=0)
+    assert len(setup.train_dataset) == 7352  # every training subject
+    with pytest.raises(ValueError, match="no validation split.*eval_every=0"):
+        setup.evaluate(setup.model.eval(), "val")
+    with pytest.raises(KeyError, match="'val' or 'test'"):
+        setup.evaluate(setup.model, "train")

@@ -156,6 +156,21 @@ def test_early_stopping_and_best_model(tmp_path):
     assert max(r["step"] for r in _log(tmp_path / "es")) == 5
 
 
+def test_a_task_without_validation_data_still_finishes_with_test_metrics(tmp_path):
+    train = toytask.ToyDataset(toytask.make_sequences(32, 8, 11, torch.Generator()))
+
+    def evaluate(m, split):
+        if split == "val":
+            raise ValueError("no validation split")
+        return {"loss": 1.5}
+
+    config = TrainerConfig(max_steps=2, batch_size=8, eval_every=0, progress=False)
+    metrics = Trainer(toytask.ToyLM(toytask.ToyConfig()), train, config=config,
+                      evaluate=evaluate, output_dir=tmp_path / "run").fit()
+    assert metrics == {"test_loss": 1.5}
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
 def test_rerun_of_finished_run_resumes_without_duplicating_the_log(tmp_path):
     first, run = _run(tmp_path, "run")
     log_before = [r for r in _log(run) if not r.get("final")]

@@ -333,6 +333,14 @@ class Trainer:
             module.train(was_training)
         return {f"{split}_{k}": float(v) for k, v in metrics.items()}
 
+    def _evaluate_if_present(self, split: str) -> dict[str, float]:
+        """``evaluate(split)``, or nothing (with a message) when the task has no such split."""
+        try:
+            return self.evaluate(split)
+        except (ValueError, KeyError, NotImplementedError, FileNotFoundError) as err:
+            self._print(f"no {split} evaluation ({_one_line(err)})")
+            return {}
+
     def _periodic_eval(self) -> bool:
         """Evaluate on val, track the best model; True when early stopping triggers."""
         # Every process evaluates (FSDP needs all of them); rank 0's numbers are the record.
@@ -382,11 +390,8 @@ class Trainer:
             if self.last_eval is not None and self.last_eval[0] == final_step:
                 metrics.update(self.last_eval[1])
             else:
-                metrics.update(self.evaluate("val"))
-            try:
-                metrics.update(self.evaluate("test"))
-            except (ValueError, KeyError, NotImplementedError, FileNotFoundError) as err:
-                self._print(f"no test evaluation ({_one_line(err)})")  # the task has no test split
+                metrics.update(self._evaluate_if_present("val"))
+            metrics.update(self._evaluate_if_present("test"))
             if metrics:
                 self.files.log({"step": final_step, "final": True, **metrics,
                                 "elapsed": round(self._elapsed(), 3)})
