@@ -71,6 +71,19 @@ def test_shapes_loss_and_window_prediction():
     assert len(attentions) == 2 and attentions[0].shape == (5, 2, 12, 12)
 
 
+def test_label_smoothing_mixes_a_uniform_target_into_the_loss():
+    smooth = tiny(label_smoothing=0.1)
+    x, labels = torch.randn(3, 12, 3), torch.tensor([0, 2, 3])
+    logits = smooth(x).logits.reshape(-1, 4)
+    log_probs = logits.log_softmax(-1)
+    target = labels.repeat_interleave(12)
+    # 0.9 * CE(true class) + 0.1 * mean over classes of -log p
+    expected = (0.9 * -log_probs[torch.arange(36), target] - 0.1 * log_probs.mean(-1)).mean()
+    torch.testing.assert_close(smooth(x, labels=labels).loss, expected)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        HARConfig(label_smoothing=1.0)
+
+
 def test_label_steps_matches_forward_and_covers_long_recordings():
     model = tiny()
     signal = torch.randn(16, 3)

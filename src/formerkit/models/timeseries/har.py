@@ -39,6 +39,7 @@ class HARConfig(ConfigBase):
         attn_dropout: on attention weights (ViT: 0; also keeps torch's fused attention).
         activation: feed-forward activation (ViT: ``gelu``).
         layer_norm_eps: LayerNorm epsilon.
+        label_smoothing: weight moved from the true class to a uniform target in the loss.
         class_names: optional activity names, index = class id.
         channel_names: optional channel names in input order (used to read CSV headers).
     """
@@ -54,6 +55,7 @@ class HARConfig(ConfigBase):
     attn_dropout: float = 0.0
     activation: str = "gelu"
     layer_norm_eps: float = 1e-5
+    label_smoothing: float = 0.0
     class_names: list[str] | None = None
     channel_names: list[str] | None = None
 
@@ -61,7 +63,7 @@ class HARConfig(ConfigBase):
         check_positive(self, "n_channels", "n_classes", "max_seq_len", "d_model", "n_heads",
                        "n_layers", "d_ff", "layer_norm_eps")
         check_divisible(self, "d_model", "n_heads")
-        check_probability(self, "dropout", "attn_dropout")
+        check_probability(self, "dropout", "attn_dropout", "label_smoothing")
         check_choice(self, "activation", tuple(ACTIVATIONS))
         for name, size in (("class_names", self.n_classes), ("channel_names", self.n_channels)):
             names = getattr(self, name)
@@ -167,7 +169,8 @@ class HARTransformer(PreTrainedModel):
             if labels.dim() == 1:
                 labels = labels[:, None].expand(-1, length)  # (B, T)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                   ignore_index=-100)
+                                   ignore_index=-100,
+                                   label_smoothing=self.config.label_smoothing)
         return ModelOutput(loss=loss, logits=logits, attentions=attentions)
 
     @staticmethod
