@@ -163,7 +163,7 @@ class HARTask(Task):
         def evaluate(module: nn.Module, split: str) -> dict[str, float]:
             if split not in splits:
                 raise KeyError(f"split must be 'val' or 'test', got {split!r}")
-            if len(splits[split]) == 0:
+            if split == "val" and len(dataset.val) == 0:
                 raise ValueError("there is no validation split (data.n_val_subjects=0); "
                                  "set trainer.eval_every=0 to train on every training subject")
             result = evaluate_windows(module, splits[split], batch_size=task.eval_batch_size)
