@@ -5,6 +5,7 @@ import torch
 
 from formerkit.models.gpt import GPTConfig, GPTForCausalLM
 from formerkit.nn import Encoder, KVCache, MultiHeadAttention, padding_mask
+from formerkit.nn.decoding import DecodingPlan
 from formerkit.nn.lora import apply_lora
 
 
@@ -83,3 +84,53 @@ def test_lora_adapters_and_hooks_are_honoured_while_decoding():
     assert torch.equal(cached, full)
     assert not torch.equal(cached, plain)  # the adapters were applied, not skipped
     assert len(calls) >= 8  # the hooked layer ran as a module at every decoding step
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("padded", [False, True])
+def test_decoding_plan_equals_decode_step_bit_for_bit(norm_first, padded):
+    encoder = _encoder(norm_first)
+    plan = DecodingPlan.build(encoder)
+    assert plan is not None
+    keep = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1]])
+    prompt = torch.randn(2, 5, 24)
+    by_modules, by_plan = KVCache(2, max_len=8), KVCache(2, max_len=8)
+    with torch.no_grad():
+        for cache in (by_modules, by_plan):
+            encoder(prompt, is_causal=True, cache=cache)
+        for t in range(5, 8):
+            mask = padding_mask(keep[:, :t + 1]) if padded else None
+            new = torch.randn(2, 24)
+            expected = encoder.decode_step(new, by_modules, mask)
+            got = plan.step(new, by_plan, mask)
+            assert torch.equal(got, expected)
+    assert torch.equal(by_plan[1].v[:, :, :8], by_modules[1].v[:, :, :8])
+
+
+def test_decoding_plan_declines_what_needs_a_module_call():
+    assert DecodingPlan.build(_encoder(True, backend="math")) is None
+    hooked = _encoder(True)
+    hooked.layers[1].ff.fc1.register_forward_pre_hook(lambda *args: None)
+    assert DecodingPlan.build(hooked) is None
+    no_bias = Encoder(1, d_model=24, n_heads=3, d_ff=40, norm_first=True, bias=False)
+    assert DecodingPlan.build(no_bias) is None
+    wrapped = _encoder(True)
+    apply_lora(wrapped, targets=["out_proj"], rank=2)
+    assert DecodingPlan.build(wrapped) is None
+
+
+def test_gpt_generation_takes_the_plan_only_where_it_applies():
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50, d_model=32, n_heads=2, n_layers=2, max_seq_len=32,
+                       dropout=0.0)
+    model = GPTForCausalLM(config).eval()
+    prompt = torch.randint(0, 50, (2, 6))
+    _, state = model.start_decoding(prompt, None, expand=1, max_new_tokens=4)
+    assert isinstance(state.extras["plan"], DecodingPlan)
+    with torch.no_grad():
+        planned = model.generate(prompt, max_new_tokens=12, eos_token_id=[])
+        model.transformer.encoder.layers[0].register_forward_hook(lambda *args: None)
+        _, state = model.start_decoding(prompt, None, expand=1, max_new_tokens=4)
+        assert state.extras["plan"] is None
+        by_modules = model.generate(prompt, max_new_tokens=12, eos_token_id=[])
+    assert torch.equal(planned, by_modules)

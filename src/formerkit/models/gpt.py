@@ -36,6 +36,7 @@ from formerkit.nn import (
     scale_residual_projections,
 )
 from formerkit.nn.attention import apply_linear
+from formerkit.nn.decoding import DecodingPlan
 
 
 @dataclasses.dataclass
@@ -171,7 +172,8 @@ class GPTModel(GPTPreTrainedModel):
                            past_key_values is not None else None, attentions=attentions)
 
     def decode_step(self, tokens: torch.Tensor, positions: torch.Tensor | int, cache: KVCache,
-                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                    attention_mask: torch.Tensor | None = None,
+                    plan: DecodingPlan | None = None) -> torch.Tensor:
         """One new token per row after the cached ones, in evaluation: the decoding fast path.
 
         Args:
@@ -180,6 +182,8 @@ class GPTModel(GPTPreTrainedModel):
             cache: holds the earlier positions; extended in place.
             attention_mask: (B, Tk) 1 = token, 0 = padding, covering the cache and the new
                 token, or ``None`` when nothing is padded.
+            plan: ``DecodingPlan.build(self.encoder)``, built once per decoding run: the same
+                step with less Python per step. ``None``: the blocks' ``decode_step``.
 
         Returns:
             (B, D) final hidden states, equal to ``forward(tokens[:, None], attention_mask,
@@ -190,6 +194,8 @@ class GPTModel(GPTPreTrainedModel):
                              f"max_seq_len={self.config.max_seq_len}")
         x = F.embedding(tokens, self.embed_tokens.weight) + self.embed_positions.weight[positions]
         mask = padding_mask(attention_mask) if attention_mask is not None else None
+        if plan is not None:
+            return plan.step(x, cache, mask)
         return self.encoder.decode_step(x, cache, mask)
 
 
@@ -249,7 +255,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         if attention_mask is not None and bool(attention_mask.bool().all()):
             attention_mask = None  # nothing padded: take the fused causal path
         cache = KVCache(self.config.n_layers, max_len=prompt_len + max_new_tokens)
-        return input_ids, DecodingState(cache, attention_mask)
+        plan = DecodingPlan.build(self.transformer.encoder)  # None with LoRA, hooks, math
+        return input_ids, DecodingState(cache, attention_mask, extras={"plan": plan})
 
     def decoding_logits(self, state: DecodingState, new_tokens: torch.Tensor) -> torch.Tensor:
         past, length = state.cache.length, new_tokens.shape[1]
@@ -266,7 +273,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             state.extras["next_position"] = position_ids[:, -1] + 1
         if past and length == 1 and not self.training:  # one token per row: the lean path
             positions = past if position_ids is None else position_ids[:, 0]
-            hidden = self.transformer.decode_step(new_tokens[:, 0], positions, state.cache, mask)
+            hidden = self.transformer.decode_step(new_tokens[:, 0], positions, state.cache, mask,
+                                                  plan=state.extras.get("plan"))
             return apply_linear(self.lm_head, hidden).float()  # (N, V)
         hidden = self.transformer(new_tokens, mask, position_ids, state.cache).last_hidden_state
         return self.lm_head(hidden[:, -1]).float()  # (N, V): the head on the last position only
