@@ -119,6 +119,14 @@ def test_decoding_plan_declines_what_needs_a_module_call():
     assert DecodingPlan.build(wrapped) is None
 
 
+def test_decoding_plan_refuses_training_mode():
+    encoder = _encoder(True)
+    plan = DecodingPlan.build(encoder)
+    encoder.train()
+    with pytest.raises(RuntimeError, match="eval"):
+        plan.step(torch.randn(1, 24), KVCache(2))
+
+
 def test_gpt_generation_takes_the_plan_only_where_it_applies():
     torch.manual_seed(0)
     config = GPTConfig(vocab_size=50, d_model=32, n_heads=2, n_layers=2, max_seq_len=32,

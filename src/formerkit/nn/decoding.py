@@ -81,10 +81,11 @@ class DecodingPlan:
     Build with ``DecodingPlan.build(encoder)``; ``step`` then equals ``encoder.decode_step``.
     """
 
-    def __init__(self, layers: list[_Layer], final_norm: _Norm | None, norm_first: bool,
-                 n_heads: int) -> None:
-        self.layers, self.final_norm = layers, final_norm
-        self.norm_first, self.n_heads = norm_first, n_heads
+    def __init__(self, encoder: Encoder, layers: list[_Layer], final_norm: _Norm | None
+                 ) -> None:
+        self.encoder, self.layers, self.final_norm = encoder, layers, final_norm
+        self.norm_first = encoder.layers[0].norm_first
+        self.n_heads = encoder.layers[0].self_attn.n_heads
 
     @classmethod
     def build(cls, encoder: Encoder) -> DecodingPlan | None:
@@ -101,7 +102,7 @@ class DecodingPlan:
         first = encoder.layers[0]
         if any(layer.norm_first != first.norm_first for layer in encoder.layers):
             return None
-        return cls(layers, final_norm, first.norm_first, first.self_attn.n_heads)
+        return cls(encoder, layers, final_norm)
 
     def step(self, x: torch.Tensor, cache: KVCache,
              mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,6 +111,9 @@ class DecodingPlan:
         mask: bool (B, 1, 1, Tk) key-padding mask over the cached keys and the new one, or
         ``None``. Equals ``Encoder.decode_step(x, cache, mask)`` bit for bit.
         """
+        if self.encoder.training:
+            raise RuntimeError("DecodingPlan.step is for inference; call model.eval() first "
+                               "(it applies no dropout)")
         batch, width = x.shape
         split = (batch, 3, self.n_heads, 1, width // self.n_heads)
         pre_norm = self.norm_first
