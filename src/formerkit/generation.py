@@ -33,6 +33,7 @@ class DecodingState:
             when nothing is padded (so the model can take the fused causal path).
         extras: model-specific state. Every tensor in it has the N decoding rows first and is
             reordered with them; a ``KVCache`` in it (e.g. a cross-attention cache) too.
+            Other values (e.g. GPT's ``DecodingPlan``) hold no per-row state and are kept.
     """
 
     def __init__(self, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None,
