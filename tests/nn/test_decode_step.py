@@ -16,6 +16,13 @@ def _encoder(norm_first: bool, backend: str = "sdpa") -> Encoder:
     return encoder.eval()
 
 
+def _tiny_gpt() -> GPTForCausalLM:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50, d_model=32, n_heads=2, n_layers=2, max_seq_len=32,
+                       dropout=0.0)
+    return GPTForCausalLM(config).eval()
+
+
 @pytest.mark.parametrize("norm_first", [True, False])
 @pytest.mark.parametrize("backend", ["sdpa", "math", "linear"])
 def test_encoder_decode_step_equals_cached_forward(norm_first, backend):
@@ -61,10 +68,7 @@ def test_decode_step_refuses_training_mode_and_cross_attention():
 
 
 def test_lora_adapters_and_hooks_are_honoured_while_decoding():
-    torch.manual_seed(0)
-    config = GPTConfig(vocab_size=50, d_model=32, n_heads=2, n_layers=2, max_seq_len=32,
-                       dropout=0.0)
-    model = GPTForCausalLM(config).eval()
+    model = _tiny_gpt()
     prompt = torch.randint(0, 50, (1, 6))
     with torch.no_grad():
         plain = model.generate(prompt, max_new_tokens=8, eos_token_id=[])
@@ -128,10 +132,7 @@ def test_decoding_plan_refuses_training_mode():
 
 
 def test_gpt_generation_takes_the_plan_only_where_it_applies():
-    torch.manual_seed(0)
-    config = GPTConfig(vocab_size=50, d_model=32, n_heads=2, n_layers=2, max_seq_len=32,
-                       dropout=0.0)
-    model = GPTForCausalLM(config).eval()
+    model = _tiny_gpt()
     prompt = torch.randint(0, 50, (2, 6))
     _, state = model.start_decoding(prompt, None, expand=1, max_new_tokens=4)
     assert isinstance(state.extras["plan"], DecodingPlan)

@@ -62,7 +62,7 @@ def _linear(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
 def _gather(layer: nn.Module) -> _Layer | None:
     """The layer's tensors, or ``None`` if any part needs its module call (a LoRA wrapper,
     a hook, a missing bias, a non-``sdpa`` attention backend)."""
-    if type(layer) is not EncoderLayer or layer._forward_hooks or layer._forward_pre_hooks:
+    if not _plain(layer, EncoderLayer):
         return None
     attn, ff = layer.self_attn, layer.ff
     if type(attn) is not MultiHeadAttention or attn.cross or attn.backend != "sdpa":
