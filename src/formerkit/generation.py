@@ -33,7 +33,7 @@ class DecodingState:
             when nothing is padded (so the model can take the fused causal path).
         extras: model-specific state. Every tensor in it has the N decoding rows first and is
             reordered with them; a ``KVCache`` in it (e.g. a cross-attention cache) too.
-            Other values (e.g. GPT's ``DecodingPlan``) hold no per-row state and are kept.
+            Other values (e.g. GPT's gathered decoding weights) hold no per-row state and are kept.
     """
 
     def __init__(self, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None,
@@ -298,7 +298,9 @@ def _decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     new_tokens = start
     for step in range(s.max_new_tokens):
         length = start_len + step
-        scores = _process(model.decoding_logits(state, new_tokens), sequences[:, :length], s)
+        scores = model.decoding_logits(state, new_tokens)
+        if s.do_sample or s.repetition_penalty != 1.0:
+            scores = _process(scores, sequences[:, :length], s)
         if s.do_sample:
             probs = torch.softmax(scores, dim=-1)
             tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (N,)
@@ -312,7 +314,7 @@ def _decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
             unfinished &= ~torch.isin(tokens, eos)
             if not bool(unfinished.any()):
                 return
-        new_tokens = tokens[:, None]  # (N, 1)
+        new_tokens = tokens.unsqueeze(1)  # (N, 1)
 
 
 # ---- beam search (HF's vectorised algorithm: same candidates, scores and stopping) ----------

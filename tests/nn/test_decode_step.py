@@ -131,15 +131,34 @@ def test_decoding_plan_refuses_training_mode():
         plan.step(torch.randn(1, 24), KVCache(2))
 
 
-def test_gpt_generation_takes_the_plan_only_where_it_applies():
+def test_gpt_generation_takes_the_gathered_step_only_where_it_applies():
     model = _tiny_gpt()
     prompt = torch.randint(0, 50, (2, 6))
     _, state = model.start_decoding(prompt, None, expand=1, max_new_tokens=4)
-    assert isinstance(state.extras["plan"], DecodingPlan)
+    assert isinstance(state.extras["step"].plan, DecodingPlan)
     with torch.no_grad():
         planned = model.generate(prompt, max_new_tokens=12, eos_token_id=[])
         model.transformer.encoder.layers[0].register_forward_hook(lambda *args: None)
         _, state = model.start_decoding(prompt, None, expand=1, max_new_tokens=4)
-        assert state.extras["plan"] is None
+        assert state.extras["step"] is None
         by_modules = model.generate(prompt, max_new_tokens=12, eos_token_id=[])
     assert torch.equal(planned, by_modules)
+
+
+def test_gpt_gathered_step_equals_the_module_path_bit_for_bit():
+    """Left-padded rows: the step's logits and cache equal those of the module calls."""
+    model = _tiny_gpt()
+    prompt = torch.randint(0, 50, (2, 6))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    runs = {}
+    with torch.no_grad():
+        for gathered in (True, False):
+            start, state = model.start_decoding(prompt, mask, expand=1, max_new_tokens=4)
+            if not gathered:
+                state.extras["step"] = None
+            logits = [model.decoding_logits(state, start)]
+            for token in ([[3], [7]], [[11], [2]], [[5], [5]]):
+                logits.append(model.decoding_logits(state, torch.tensor(token)))
+            runs[gathered] = torch.stack(logits), state.cache[1].k[:, :, :9]
+    assert torch.equal(runs[True][0], runs[False][0])
+    assert torch.equal(runs[True][1], runs[False][1])

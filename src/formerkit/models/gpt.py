@@ -8,6 +8,7 @@ from ``formerkit.nn`` blocks; decoding goes through ``formerkit.generation``.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ from formerkit.nn import (
     padding_mask,
     scale_residual_projections,
 )
-from formerkit.nn.attention import apply_linear
+from formerkit.nn.attention import _plain, apply_linear
 from formerkit.nn.decoding import DecodingPlan
 
 
@@ -172,8 +173,7 @@ class GPTModel(GPTPreTrainedModel):
                            past_key_values is not None else None, attentions=attentions)
 
     def decode_step(self, tokens: torch.Tensor, positions: torch.Tensor | int, cache: KVCache,
-                    attention_mask: torch.Tensor | None = None,
-                    plan: DecodingPlan | None = None) -> torch.Tensor:
+                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """One new token per row after the cached ones, in evaluation: the decoding fast path.
 
         Args:
@@ -182,8 +182,6 @@ class GPTModel(GPTPreTrainedModel):
             cache: holds the earlier positions; extended in place.
             attention_mask: (B, Tk) 1 = token, 0 = padding, covering the cache and the new
                 token, or ``None`` when nothing is padded.
-            plan: ``DecodingPlan.build(self.encoder)``, built once per decoding run: the same
-                step with less Python per step. ``None``: the blocks' ``decode_step``.
 
         Returns:
             (B, D) final hidden states, equal to ``forward(tokens[:, None], attention_mask,
@@ -194,9 +192,36 @@ class GPTModel(GPTPreTrainedModel):
                              f"max_seq_len={self.config.max_seq_len}")
         x = F.embedding(tokens, self.embed_tokens.weight) + self.embed_positions.weight[positions]
         mask = padding_mask(attention_mask) if attention_mask is not None else None
-        if plan is not None:
-            return plan.step(x, cache, mask)
         return self.encoder.decode_step(x, cache, mask)
+
+
+class _TokenStep(NamedTuple):
+    """``GPTForCausalLM``'s one-token decoding step with every tensor gathered once per
+    decoding run: the embeddings, the blocks' ``DecodingPlan`` and the LM head. Module
+    attribute lookups cost about a microsecond each, comparable to a small operation."""
+
+    plan: DecodingPlan
+    token_embedding: torch.Tensor  # (V, D)
+    position_embedding: torch.Tensor  # (max_seq_len, D)
+    head_weight_t: torch.Tensor  # (D, V) view of the LM head's (V, D) weight
+
+    @classmethod
+    def build(cls, model: GPTForCausalLM) -> _TokenStep | None:
+        """``None`` where some part must run as a module (see ``DecodingPlan.build``)."""
+        plan = DecodingPlan.build(model.transformer.encoder)
+        head = model.lm_head
+        if plan is None or not _plain(head, nn.Linear) or head.bias is not None:
+            return None
+        gpt = model.transformer
+        return cls(plan, gpt.embed_tokens.weight, gpt.embed_positions.weight, head.weight.t())
+
+    def logits(self, tokens: torch.Tensor, positions: torch.Tensor | int, cache: KVCache,
+               attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Equals ``lm_head(GPTModel.decode_step(tokens, positions, cache, attention_mask))``
+        bit for bit: (B,) ids -> float (B, V)."""
+        x = F.embedding(tokens, self.token_embedding) + self.position_embedding[positions]
+        mask = padding_mask(attention_mask) if attention_mask is not None else None
+        return torch.mm(self.plan.step(x, cache, mask), self.head_weight_t).float()
 
 
 @register_model("gpt", config_class=GPTConfig, presets=PRESETS,
@@ -255,8 +280,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         if attention_mask is not None and bool(attention_mask.bool().all()):
             attention_mask = None  # nothing padded: take the fused causal path
         cache = KVCache(self.config.n_layers, max_len=prompt_len + max_new_tokens)
-        plan = DecodingPlan.build(self.transformer.encoder)  # None with LoRA, hooks, math
-        return input_ids, DecodingState(cache, attention_mask, extras={"plan": plan})
+        step = _TokenStep.build(self)  # None with LoRA, hooks, the math backend
+        return input_ids, DecodingState(cache, attention_mask, extras={"step": step})
 
     def decoding_logits(self, state: DecodingState, new_tokens: torch.Tensor) -> torch.Tensor:
         past, length = state.cache.length, new_tokens.shape[1]
@@ -273,9 +298,11 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             state.extras["next_position"] = position_ids[:, -1] + 1
         if past and length == 1 and not self.training:  # one token per row: the lean path
             positions = past if position_ids is None else position_ids[:, 0]
-            hidden = self.transformer.decode_step(new_tokens[:, 0], positions, state.cache, mask,
-                                                  plan=state.extras.get("plan"))
-            return apply_linear(self.lm_head, hidden).float()  # (N, V)
+            step = state.extras.get("step")
+            if step is not None:
+                return step.logits(new_tokens[:, 0], positions, state.cache, mask)  # (N, V)
+            hidden = self.transformer.decode_step(new_tokens[:, 0], positions, state.cache, mask)
+            return apply_linear(self.lm_head, hidden).float()
         hidden = self.transformer(new_tokens, mask, position_ids, state.cache).last_hidden_state
         return self.lm_head(hidden[:, -1]).float()  # (N, V): the head on the last position only
 

@@ -36,10 +36,11 @@ class LayerCache:
             capacity = max(new_len, 2 * self.k.shape[2])
             self.k = _grow(self.k, capacity)
             self.v = _grow(self.v, capacity)
-        self.k[:, :, self.length:new_len] = k
-        self.v[:, :, self.length:new_len] = v
+        # narrow() rather than slicing: this runs once per layer per decoded token.
+        self.k.narrow(2, self.length, k.shape[2]).copy_(k)
+        self.v.narrow(2, self.length, v.shape[2]).copy_(v)
         self.length = new_len
-        return self.k[:, :, :new_len], self.v[:, :, :new_len]
+        return self.k.narrow(2, 0, new_len), self.v.narrow(2, 0, new_len)
 
     def set_cross(self, k: torch.Tensor, v: torch.Tensor) -> None:
         self.cross_k, self.cross_v = k, v

@@ -116,18 +116,19 @@ class DecodingPlan:
                                "(it applies no dropout)")
         batch, width = x.shape
         split = (batch, 3, self.n_heads, 1, width // self.n_heads)
-        pre_norm = self.norm_first
+        pre_norm, layer_norm = self.norm_first, torch.layer_norm  # F.layer_norm's wrapper costs
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
             # Unpacked into locals: attribute lookups are a measurable share of a step.
             norm1, qkv_b, qkv_w, out_b, out_w, norm2, fc1_b, fc1_w, act, fc2_b, fc2_w = layer
-            h = F.layer_norm(x, *norm1) if pre_norm else x
+            h = layer_norm(x, *norm1) if pre_norm else x
             # (B, 3D) -> (B, 3, H, 1, K): q, k, v come out already split into heads.
             q, k, v = torch.addmm(qkv_b, h, qkv_w).view(split).unbind(1)
             k, v = layer_cache.append(k, v)  # (B, H, Tk, K)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            h = torch.addmm(out_b, attended.reshape(batch, width), out_w)
-            x = x + h if pre_norm else F.layer_norm(x + h, *norm1)
-            h = F.layer_norm(x, *norm2) if pre_norm else x
-            h = torch.addmm(fc2_b, act(torch.addmm(fc1_b, h, fc1_w)), fc2_w)
-            x = x + h if pre_norm else F.layer_norm(x + h, *norm2)
-        return F.layer_norm(x, *self.final_norm) if self.final_norm is not None else x
+            # Residuals are added into the fresh projection output (h + x == x + h bit for bit).
+            h = torch.addmm(out_b, attended.reshape(batch, width), out_w).add_(x)
+            x = h if pre_norm else layer_norm(h, *norm1)
+            h = layer_norm(x, *norm2) if pre_norm else x
+            h = torch.addmm(fc2_b, act(torch.addmm(fc1_b, h, fc1_w)), fc2_w).add_(x)
+            x = h if pre_norm else layer_norm(h, *norm2)
+        return layer_norm(x, *self.final_norm) if self.final_norm is not None else x
