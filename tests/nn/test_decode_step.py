@@ -4,15 +4,15 @@ import pytest
 import torch
 
 from formerkit.models.gpt import GPTConfig, GPTForCausalLM
-from formerkit.nn import Encoder, KVCache, MultiHeadAttention, padding_mask
+from formerkit.nn import Encoder, KVCache, MultiHeadAttention, decoding, padding_mask
 from formerkit.nn.decoding import DecodingPlan
 from formerkit.nn.lora import apply_lora
 
 
-def _encoder(norm_first: bool, backend: str = "sdpa") -> Encoder:
+def _encoder(norm_first: bool, backend: str = "sdpa", activation: str = "gelu") -> Encoder:
     torch.manual_seed(0)
     encoder = Encoder(2, final_norm=norm_first, d_model=24, n_heads=3, d_ff=40, dropout=0.0,
-                      activation="gelu", norm_first=norm_first, backend=backend)
+                      activation=activation, norm_first=norm_first, backend=backend)
     return encoder.eval()
 
 
@@ -92,13 +92,20 @@ def test_lora_adapters_and_hooks_are_honoured_while_decoding():
 
 @pytest.mark.parametrize("norm_first", [True, False])
 @pytest.mark.parametrize("padded", [False, True])
-def test_decoding_plan_equals_decode_step_bit_for_bit(norm_first, padded):
-    encoder = _encoder(norm_first)
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "silu"])
+@pytest.mark.parametrize("runner", ["torchscript", "python"])
+def test_decoding_plan_equals_decode_step_bit_for_bit(norm_first, padded, activation, runner):
+    encoder = _encoder(norm_first, activation=activation)
     plan = DecodingPlan.build(encoder)
     assert plan is not None
+    if runner == "python":
+        plan.run_layers = decoding._layers_step
+    else:
+        assert isinstance(plan.run_layers, torch.jit.ScriptFunction)
     keep = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1]])
     prompt = torch.randn(2, 5, 24)
-    by_modules, by_plan = KVCache(2, max_len=8), KVCache(2, max_len=8)
+    # The plan's cache starts too small: its buffers must grow as the modules' do.
+    by_modules, by_plan = KVCache(2, max_len=8), KVCache(2, max_len=5)
     with torch.no_grad():
         for cache in (by_modules, by_plan):
             encoder(prompt, is_causal=True, cache=cache)
@@ -108,7 +115,35 @@ def test_decoding_plan_equals_decode_step_bit_for_bit(norm_first, padded):
             expected = encoder.decode_step(new, by_modules, mask)
             got = plan.step(new, by_plan, mask)
             assert torch.equal(got, expected)
+    assert by_plan.length == by_modules.length == 8
+    assert torch.equal(by_plan[1].k[:, :, :8], by_modules[1].k[:, :, :8])
     assert torch.equal(by_plan[1].v[:, :, :8], by_modules[1].v[:, :, :8])
+
+
+def test_decoding_plan_starts_an_empty_cache():
+    encoder = _encoder(True)
+    plan = DecodingPlan.build(encoder)
+    x = torch.randn(3, 24)
+    with torch.no_grad():
+        expected = encoder.decode_step(x, KVCache(2))
+        cache = KVCache(2)
+        got = plan.step(x, cache)
+    assert torch.equal(got, expected)
+    assert cache.length == 1 and cache[0].k.shape == (3, 3, 1, 8)
+
+
+def test_decoding_step_runs_as_python_when_torchscript_is_off_or_fails(monkeypatch):
+    build = decoding.compiled_layers_step.__wrapped__  # uncached
+    monkeypatch.setenv("FORMERKIT_TORCHSCRIPT", "0")
+    assert build() is decoding._layers_step
+    monkeypatch.delenv("FORMERKIT_TORCHSCRIPT")
+
+    def no_torchscript(fn):
+        raise RuntimeError("TorchScript is not available")
+
+    monkeypatch.setattr(torch.jit, "script", no_torchscript)
+    with pytest.warns(RuntimeWarning, match="TorchScript is not available"):
+        assert build() is decoding._layers_step
 
 
 def test_decoding_plan_declines_what_needs_a_module_call():

@@ -25,17 +25,22 @@ class LayerCache:
         self.cross_k: torch.Tensor | None = None  # (B, H, S, K)
         self.cross_v: torch.Tensor | None = None
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write new keys/values (B, H, T, K) after the cached ones; return all (B, H, Tk, K)."""
-        new_len = self.length + k.shape[2]
+    def reserve(self, new_len: int, like: torch.Tensor) -> None:
+        """Make room for ``new_len`` positions. like: (B, H, T, K) keys, for the buffers'
+        batch, heads, head size, dtype and device."""
         if self.k is None:
             capacity = max(self.max_len or 0, new_len)
-            self.k = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
-            self.v = v.new_empty(v.shape[0], v.shape[1], capacity, v.shape[3])
+            self.k = like.new_empty(like.shape[0], like.shape[1], capacity, like.shape[3])
+            self.v = torch.empty_like(self.k)
         elif new_len > self.k.shape[2]:
             capacity = max(new_len, 2 * self.k.shape[2])
             self.k = _grow(self.k, capacity)
             self.v = _grow(self.v, capacity)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write new keys/values (B, H, T, K) after the cached ones; return all (B, H, Tk, K)."""
+        new_len = self.length + k.shape[2]
+        self.reserve(new_len, k)
         # narrow() rather than slicing: this runs once per layer per decoded token.
         self.k.narrow(2, self.length, k.shape[2]).copy_(k)
         self.v.narrow(2, self.length, v.shape[2]).copy_(v)
