@@ -180,9 +180,10 @@ def test_gpt_generation_takes_the_gathered_step_only_where_it_applies():
     assert torch.equal(planned, by_modules)
 
 
-def test_gpt_gathered_step_equals_the_module_path_bit_for_bit():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpt_gathered_step_equals_the_module_path_bit_for_bit(dtype):
     """Left-padded rows: the step's logits and cache equal those of the module calls."""
-    model = _tiny_gpt()
+    model = _tiny_gpt().to(dtype)
     prompt = torch.randint(0, 50, (2, 6))
     mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
     runs = {}
