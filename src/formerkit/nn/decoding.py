@@ -10,9 +10,9 @@ input), so the results are bit-identical.
 
 ``_layers_step`` is compiled once per process with TorchScript, which runs the same ATen
 operations without Python's per-operation cost (about a tenth of a CPU decoding step) and
-compiles in milliseconds, where ``torch.compile`` takes seconds. TorchScript is deprecated; if
-it cannot compile the function (a PyTorch without it, or ``FORMERKIT_TORCHSCRIPT=0``), the same
-function runs as Python, with the same results.
+compiles in milliseconds, where ``torch.compile`` takes seconds. TorchScript is deprecated.
+Where it is missing or fails (it also needs the ``.py`` sources), or with
+``FORMERKIT_TORCHSCRIPT=0``, the same function runs as Python, with the same results.
 
 A plan holds views of the parameters: it follows in-place updates (an optimizer step,
 ``load_state_dict``) but not replaced tensors (``module.to(dtype)``, a new ``nn.Parameter``).
