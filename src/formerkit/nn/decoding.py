@@ -151,13 +151,13 @@ class DecodingPlan:
     Build with ``DecodingPlan.build(encoder)``; ``step`` then equals ``encoder.decode_step``.
     """
 
-    def __init__(self, encoder: Encoder, layers: list[_Layer]) -> None:
-        self.encoder, self.layers = encoder, layers
+    def __init__(self, encoder: Encoder, layers: list[_Layer],
+                 final_norm: tuple[Tensor, Tensor, float] | None) -> None:
+        self.encoder, self.layers, self.final_norm = encoder, layers, final_norm
         first = encoder.layers[0]
         self.norm_first = first.norm_first
         self.n_heads = first.self_attn.n_heads
         self.activation = first.ff.activation_name
-        self.final_norm = _norm(encoder.norm) if encoder.norm is not None else None
         self.run_layers = compiled_layers_step()
 
     @classmethod
@@ -170,14 +170,15 @@ class DecodingPlan:
         layers = [_gather(layer) for layer in encoder.layers]
         if any(layer is None for layer in layers):
             return None
-        if encoder.norm is not None and _norm(encoder.norm) is None:
+        final_norm = _norm(encoder.norm) if encoder.norm is not None else None
+        if encoder.norm is not None and final_norm is None:
             return None
         first = encoder.layers[0]
         if any(layer.norm_first != first.norm_first
                or layer.ff.activation_name != first.ff.activation_name
                for layer in encoder.layers):
             return None
-        return cls(encoder, layers)
+        return cls(encoder, layers, final_norm)
 
     def step(self, x: Tensor, cache: KVCache, mask: Tensor | None = None) -> Tensor:
         """x (B, D) -> (B, D); the new keys and values are appended to ``cache``.
