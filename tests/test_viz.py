@@ -71,7 +71,7 @@ def test_plot_attention_from_blocks(tmp_path):
     from formerkit.nn import Encoder
 
     torch.manual_seed(0)
-    encoder = Encoder(2, d_model=16, n_heads=2, d_ff=32).eval()
+    encoder = Encoder.build(2, d_model=16, n_heads=2, d_ff=32).eval()
     tokens = "the cat sat on the mat".split()
     _, weights = encoder(torch.randn(1, len(tokens), 16), output_attentions=True)
     fig = viz.plot_attention(weights, tokens, title="tiny")

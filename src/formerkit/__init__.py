@@ -21,6 +21,11 @@ _EXPORTS = {
     "GPTModel": "formerkit.models.gpt",
     "GPTForCausalLM": "formerkit.models.gpt",
     "GPTForSequenceClassification": "formerkit.models.gpt",
+    # Llama family (Llama, Qwen2, Mistral)
+    "LlamaConfig": "formerkit.models.llama",
+    "LlamaModel": "formerkit.models.llama",
+    "LlamaForCausalLM": "formerkit.models.llama",
+    "LlamaForSequenceClassification": "formerkit.models.llama",
     # BERT
     "BertConfig": "formerkit.models.bert",
     "BertModel": "formerkit.models.bert",

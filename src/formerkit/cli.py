@@ -17,10 +17,11 @@ from typing import Any
 
 DEFAULT_RECIPE = "gpt-shakespeare-char"
 # Bare HuggingFace model directories carry no formerkit model name: map their model_type.
-HF_MODEL_TYPES = {"gpt2": "gpt", "bert": "bert", "marian": "transformer"}
+HF_MODEL_TYPES = {"gpt2": "gpt", "bert": "bert", "marian": "transformer", "llama": "llama",
+                  "qwen2": "llama", "mistral": "llama"}
 # The task that generates/predicts for a bare model directory (no recipe.yaml beside it), for
 # formerkit's own families; other tasks can claim a model by listing it in `Task.models`.
-DEFAULT_TASKS = {"gpt": "causal_lm", "transformer": "seq2seq", "har": "har",
+DEFAULT_TASKS = {"gpt": "causal_lm", "llama": "causal_lm", "transformer": "seq2seq", "har": "har",
                  "transformer-forecaster": "forecast", "itransformer": "forecast",
                  "patchtst": "forecast", "crossformer": "forecast"}
 

@@ -1,135 +1,156 @@
-"""The single-token decoding path (``decode_step``) must equal the general cached forward."""
+"""The compiled one-token decoding step (``DecodingPlan``) must equal the modules' own cached
+forward bit for bit, for every configuration the blocks build."""
 
 import pytest
 import torch
 
 from formerkit.models.gpt import GPTConfig, GPTForCausalLM
-from formerkit.nn import Encoder, KVCache, MultiHeadAttention, decoding, padding_mask
+from formerkit.nn import Decoder, Encoder, KVCache, RotaryEmbedding, decoding, padding_mask
 from formerkit.nn.decoding import DecodingPlan
 from formerkit.nn.lora import apply_lora
 
+D, H = 24, 4
 
-def _encoder(norm_first: bool, backend: str = "sdpa", activation: str = "gelu") -> Encoder:
-    torch.manual_seed(0)
-    encoder = Encoder(2, final_norm=norm_first, d_model=24, n_heads=3, d_ff=40, dropout=0.0,
-                      activation=activation, norm_first=norm_first, backend=backend)
-    return encoder.eval()
-
-
-def _tiny_gpt() -> GPTForCausalLM:
-    torch.manual_seed(0)
-    config = GPTConfig(vocab_size=50, d_model=32, n_heads=2, n_layers=2, max_seq_len=32,
-                       dropout=0.0)
-    return GPTForCausalLM(config).eval()
-
-
-@pytest.mark.parametrize("norm_first", [True, False])
-@pytest.mark.parametrize("backend", ["sdpa", "math", "linear"])
-def test_encoder_decode_step_equals_cached_forward(norm_first, backend):
-    encoder = _encoder(norm_first, backend)
-    prompt = torch.randn(2, 5, 24)
-    steps = torch.randn(2, 4, 24)
-    general, fast = KVCache(2, max_len=9), KVCache(2, max_len=9)
-    with torch.no_grad():
-        encoder(prompt, is_causal=True, cache=general)
-        encoder(prompt, is_causal=True, cache=fast)
-        for t in range(steps.shape[1]):
-            expected = encoder(steps[:, t:t + 1], is_causal=True, cache=general)[0][:, 0]
-            got = encoder.decode_step(steps[:, t], fast)
-            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    assert fast.length == general.length == 9
-    torch.testing.assert_close(fast[1].k[:, :, :9], general[1].k[:, :, :9])
+# name -> Encoder.build / Decoder.build options beyond the sizes
+CONFIGS = {
+    "gpt2": dict(norm_first=True, final_norm=True, activation="gelu_tanh"),
+    "post-norm": dict(norm_first=False, activation="relu"),
+    "bert-gelu": dict(norm_first=False, activation="gelu"),
+    "llama": dict(norm_first=True, final_norm=True, norm="rmsnorm", feed_forward="gated",
+                  activation="silu", bias=False, fused_qkv=False, n_kv_heads=2),
+    "qwen2": dict(norm_first=True, final_norm=True, norm="rmsnorm", feed_forward="gated",
+                  activation="silu", bias=False, qkv_bias=True, fused_qkv=False, n_kv_heads=1),
+    "mistral-window": dict(norm_first=True, final_norm=True, norm="rmsnorm",
+                           feed_forward="gated", activation="silu", bias=False,
+                           fused_qkv=False, n_kv_heads=2, sliding_window=3),
+    "fused-gqa-geglu-head-dim": dict(norm_first=True, final_norm=True, feed_forward="gated",
+                                     activation="gelu", n_kv_heads=2, head_dim=8),
+    "no-bias-layernorm": dict(norm_first=True, final_norm=True, bias=False, activation="silu"),
+}
+ROTARY = {"llama", "qwen2", "mistral-window", "fused-gqa-geglu-head-dim"}
 
 
-def test_decode_step_applies_the_padding_mask():
-    encoder = _encoder(norm_first=True)
-    prompt = torch.randn(2, 5, 24)
-    keep = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])  # row 0 left-padded
-    general, fast = KVCache(2), KVCache(2)
-    with torch.no_grad():
-        prefill_mask = padding_mask(keep[:, :5]) & torch.ones(5, 5, dtype=torch.bool).tril()
-        encoder(prompt, mask=prefill_mask, cache=general)
-        encoder(prompt, mask=prefill_mask, cache=fast)
-        new = torch.randn(2, 24)
-        expected = encoder(new[:, None], mask=padding_mask(keep), cache=general)[0][:, 0]
-        got = encoder.decode_step(new, fast, padding_mask(keep))
-        unmasked = encoder.decode_step(torch.zeros(2, 24), KVCache(2), None)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    assert unmasked.shape == (2, 24)
+def _stack(name: str, decoder: bool = False, seed: int = 0):
+    torch.manual_seed(seed)
+    options = dict(CONFIGS[name])
+    if decoder:
+        options.pop("sliding_window", None)
+    cls = Decoder if decoder else Encoder
+    stack = cls.build(2, d_model=D, n_heads=H, d_ff=40, dropout=0.0, **options)
+    with torch.no_grad():  # non-trivial norm parameters, so a swapped norm would show
+        for module in stack.modules():
+            if hasattr(module, "eps") and getattr(module, "weight", None) is not None:
+                module.weight.uniform_(0.5, 1.5)
+    return stack.eval()
 
 
-def test_decode_step_refuses_training_mode_and_cross_attention():
-    encoder = _encoder(norm_first=True).train()
-    with pytest.raises(RuntimeError, match="eval"):
-        encoder.decode_step(torch.randn(1, 24), KVCache(2))
-    cross = MultiHeadAttention(24, 3, cross=True)
-    with pytest.raises(ValueError, match="cross-attention"):
-        cross.decode_step(torch.randn(1, 24), KVCache(1)[0])
+def _rotary(name: str, positions: torch.Tensor):
+    if name not in ROTARY:
+        return None
+    head_dim = CONFIGS[name].get("head_dim", D // H)
+    return RotaryEmbedding(head_dim, max_seq_len=64)(positions)
 
 
-def test_lora_adapters_and_hooks_are_honoured_while_decoding():
-    model = _tiny_gpt()
-    prompt = torch.randint(0, 50, (1, 6))
-    with torch.no_grad():
-        plain = model.generate(prompt, max_new_tokens=8, eos_token_id=[])
-    apply_lora(model, targets=["qkv_proj", "fc2"], rank=2, alpha=4)
-    adapters = [m.lora_B for m in model.modules() if hasattr(m, "lora_B")]
-    assert len(adapters) == 4
-    for lora_b in adapters:  # non-zero adapters, so they change the output
-        torch.nn.init.normal_(lora_b, std=2.0)
-    calls = []
-    model.transformer.encoder.layers[0].ff.fc1.register_forward_hook(
-        lambda *args: calls.append(1))
-    with torch.no_grad():
-        cached = model.generate(prompt, max_new_tokens=8, eos_token_id=[])
-        full = prompt
-        for _ in range(8):  # uncached reference: the whole sequence each step
-            full = torch.cat([full, model(full).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    assert torch.equal(cached, full)
-    assert not torch.equal(cached, plain)  # the adapters were applied, not skipped
-    assert len(calls) >= 8  # the hooked layer ran as a module at every decoding step
+def _runners():
+    return [("python", decoding._layers_step), ("torchscript", decoding.compiled_layers_step())]
 
 
-@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("runner", ["python", "torchscript"])
 @pytest.mark.parametrize("padded", [False, True])
-@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "silu"])
-@pytest.mark.parametrize("runner", ["torchscript", "python"])
-def test_decoding_plan_equals_decode_step_bit_for_bit(norm_first, padded, activation, runner):
-    encoder = _encoder(norm_first, activation=activation)
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_plan_equals_the_cached_forward_of_the_modules(name, padded, runner):
+    encoder = _stack(name)
     plan = DecodingPlan.build(encoder)
     assert plan is not None
-    if runner == "python":
-        plan.run_layers = decoding._layers_step
-    else:
+    plan.run_layers = dict(_runners())[runner]
+    if runner == "torchscript":
         assert isinstance(plan.run_layers, torch.jit.ScriptFunction)
-    keep = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1]])
-    prompt = torch.randn(2, 5, 24)
-    # The plan's cache starts too small: its buffers must grow as the modules' do.
-    by_modules, by_plan = KVCache(2, max_len=8), KVCache(2, max_len=5)
+    keep = torch.ones(2, 9, dtype=torch.long)
+    if padded:
+        keep[0, :2] = 0  # left padding in row 0
+    prompt = torch.randn(2, 4, D)
+    # The caches start too small: the plan's buffers must grow as the modules' do. (Equal
+    # capacities: SDPA's CPU kernel may block differently over differently strided buffers.)
+    by_modules, by_plan = KVCache(2, max_len=5), KVCache(2, max_len=5)
     with torch.no_grad():
+        positions = torch.arange(4)[None]
+        prompt_mask = padding_mask(keep[:, :4]) & torch.ones(4, 4).tril().bool() \
+            if padded else None
         for cache in (by_modules, by_plan):
-            encoder(prompt, is_causal=True, cache=cache)
-        for t in range(5, 8):
+            encoder(prompt, mask=prompt_mask, is_causal=not padded, cache=cache,
+                    rotary=_rotary(name, positions))
+        for t in range(4, 9):
+            new = torch.randn(2, D)
             mask = padding_mask(keep[:, :t + 1]) if padded else None
-            new = torch.randn(2, 24)
-            expected = encoder.decode_step(new, by_modules, mask)
-            got = plan.step(new, by_plan, mask)
-            assert torch.equal(got, expected)
-    assert by_plan.length == by_modules.length == 8
-    assert torch.equal(by_plan[1].k[:, :, :8], by_modules[1].k[:, :, :8])
-    assert torch.equal(by_plan[1].v[:, :, :8], by_modules[1].v[:, :, :8])
+            rotary = _rotary(name, torch.tensor([[t]]))
+            expected = encoder(new[:, None], mask=mask, is_causal=True, cache=by_modules,
+                               rotary=rotary)[0][:, 0]
+            got = plan.step(new, by_plan, mask, rotary=rotary)
+            assert torch.equal(got, expected), (name, t)
+    assert by_plan.length == by_modules.length == 9
+    assert torch.equal(by_plan[1].k[:, :, :9], by_modules[1].k[:, :, :9])
+    assert torch.equal(by_plan[1].v[:, :, :9], by_modules[1].v[:, :, :9])
+
+
+@pytest.mark.parametrize("name", ["post-norm", "gpt2", "llama"])
+def test_plan_equals_the_modules_for_a_decoder_with_cross_attention(name):
+    decoder = _stack(name, decoder=True)
+    plan = DecodingPlan.build(decoder)
+    assert plan is not None and plan.is_decoder
+    memory = torch.randn(2, 7, D)
+    source_keep = torch.ones(2, 7, dtype=torch.long)
+    source_keep[1, 5:] = 0
+    memory_mask = padding_mask(source_keep)
+    by_modules, by_plan = KVCache(2, max_len=6), KVCache(2, max_len=6)
+    with torch.no_grad():
+        first = torch.randn(2, 1, D)
+        for cache in (by_modules, by_plan):  # the first position fills the cross caches
+            decoder(first, memory, memory_mask=memory_mask, cache=cache, cross_cache=cache,
+                    rotary=_rotary(name, torch.tensor([[0]])))
+        for t in range(1, 6):
+            new = torch.randn(2, D)
+            rotary = _rotary(name, torch.tensor([[t]]))
+            expected = decoder(new[:, None], None, memory_mask=memory_mask, cache=by_modules,
+                               cross_cache=by_modules, rotary=rotary)[0][:, 0]
+            got = plan.step(new, by_plan, None, rotary=rotary, memory_mask=memory_mask)
+            assert torch.equal(got, expected), t
+
+
+def test_decoder_plan_needs_the_cross_cache():
+    plan = DecodingPlan.build(_stack("post-norm", decoder=True))
+    with pytest.raises(RuntimeError, match="cross-attention keys"):
+        plan.step(torch.randn(1, D), KVCache(2))
+
+
+def test_sliding_window_step_sees_only_the_last_window_keys():
+    """With window 3, the step at position 4 sees keys 2..4: changing the input at position 0
+    or 1 changes nothing, changing it at position 2 does (one layer, so no mixing before)."""
+    one = Encoder([_stack("mistral-window").layers[0]]).eval()
+    plan = DecodingPlan.build(one)
+
+    def step_after(prefix: torch.Tensor) -> torch.Tensor:
+        cache = KVCache(1)
+        with torch.no_grad():
+            one(prefix, is_causal=True, cache=cache)
+            return plan.step(torch.ones(1, D), cache)
+
+    base = torch.ones(1, 4, D)
+    changed_old, changed_recent = base.clone(), base.clone()
+    changed_old[:, :2] = 5.0
+    changed_recent[:, 2] = 5.0
+    assert torch.equal(step_after(base), step_after(changed_old))
+    assert not torch.allclose(step_after(base), step_after(changed_recent))
 
 
 def test_decoding_plan_starts_an_empty_cache():
-    encoder = _encoder(True)
+    encoder = _stack("gpt2")
     plan = DecodingPlan.build(encoder)
-    x = torch.randn(3, 24)
+    x = torch.randn(1, D)
     with torch.no_grad():
-        expected = encoder.decode_step(x, KVCache(2))
+        expected = encoder(x[:, None], is_causal=True, cache=KVCache(2))[0][:, 0]
         cache = KVCache(2)
         got = plan.step(x, cache)
-    assert torch.equal(got, expected)
-    assert cache.length == 1 and cache[0].k.shape == (3, 3, 1, 8)
+    assert torch.equal(got, expected) and cache.length == 1
 
 
 def test_decoding_step_runs_as_python_when_torchscript_is_off_or_fails(monkeypatch):
@@ -147,23 +168,31 @@ def test_decoding_step_runs_as_python_when_torchscript_is_off_or_fails(monkeypat
 
 
 def test_decoding_plan_declines_what_needs_a_module_call():
-    assert DecodingPlan.build(_encoder(True, backend="math")) is None
-    hooked = _encoder(True)
+    assert DecodingPlan.build(Encoder.build(1, d_model=D, n_heads=H, d_ff=8,
+                                            backend="math")) is None
+    hooked = _stack("gpt2")
     hooked.layers[1].ff.fc1.register_forward_pre_hook(lambda *args: None)
     assert DecodingPlan.build(hooked) is None
-    no_bias = Encoder(1, d_model=24, n_heads=3, d_ff=40, norm_first=True, bias=False)
-    assert DecodingPlan.build(no_bias) is None
-    wrapped = _encoder(True)
-    apply_lora(wrapped, targets=["out_proj"], rank=2)
+    wrapped = _stack("llama")
+    apply_lora(wrapped, targets=["q_proj"], rank=2)
     assert DecodingPlan.build(wrapped) is None
+    mixed = Encoder([_stack("gpt2").layers[0], _stack("post-norm").layers[0]])
+    assert DecodingPlan.build(mixed) is None  # one placement per plan
 
 
 def test_decoding_plan_refuses_training_mode():
-    encoder = _encoder(True)
+    encoder = _stack("gpt2")
     plan = DecodingPlan.build(encoder)
     encoder.train()
     with pytest.raises(RuntimeError, match="eval"):
-        plan.step(torch.randn(1, 24), KVCache(2))
+        plan.step(torch.randn(1, D), KVCache(2))
+
+
+def _tiny_gpt() -> GPTForCausalLM:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50, d_model=32, n_heads=2, n_layers=2, max_seq_len=32,
+                       dropout=0.0)
+    return GPTForCausalLM(config).eval()
 
 
 def test_gpt_generation_takes_the_gathered_step_only_where_it_applies():

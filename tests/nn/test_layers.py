@@ -39,7 +39,7 @@ def test_feed_forward_is_two_linears():
 
 def test_post_norm_layer_matches_torch_transformer_encoder_layer():
     torch.manual_seed(0)
-    ours = EncoderLayer(D, H, FF, dropout=0.0, activation="relu").eval()
+    ours = EncoderLayer.build(D, H, FF, dropout=0.0, activation="relu").eval()
     ref = torch.nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, batch_first=True).eval()
     _copy_layer(ours, ref)
     x = torch.randn(2, 5, D)
@@ -52,7 +52,7 @@ def test_post_norm_layer_matches_torch_transformer_encoder_layer():
 
 def test_pre_norm_layer_matches_torch_with_norm_first():
     torch.manual_seed(1)
-    ours = EncoderLayer(D, H, FF, dropout=0.0, activation="gelu", norm_first=True).eval()
+    ours = EncoderLayer.build(D, H, FF, dropout=0.0, activation="gelu", norm_first=True).eval()
     ref = torch.nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, batch_first=True,
                                            activation="gelu", norm_first=True).eval()
     _copy_layer(ours, ref)
@@ -77,8 +77,8 @@ def _copy_layer(ours, ref):
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_decoder_stack_cached_steps_equal_full_pass(norm_first):
     torch.manual_seed(2)
-    decoder = Decoder(2, d_model=D, n_heads=H, d_ff=FF, dropout=0.0, norm_first=norm_first,
-                      final_norm=norm_first).eval()
+    decoder = Decoder.build(2, d_model=D, n_heads=H, d_ff=FF, dropout=0.0, norm_first=norm_first,
+                            final_norm=norm_first).eval()
     target, memory = torch.randn(2, 6, D), torch.randn(2, 4, D)
     memory_pad = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
     memory_mask = make_attention_mask(memory_pad, query_len=1)
@@ -95,8 +95,8 @@ def test_decoder_stack_cached_steps_equal_full_pass(norm_first):
 
 def test_decoder_only_cache_prefill_then_steps_with_padding():
     torch.manual_seed(3)
-    stack = Encoder(2, d_model=D, n_heads=H, d_ff=FF, dropout=0.0, norm_first=True,
-                    final_norm=True).eval()
+    stack = Encoder.build(2, d_model=D, n_heads=H, d_ff=FF, dropout=0.0, norm_first=True,
+                          final_norm=True).eval()
     x = torch.randn(2, 7, D)
     pad = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])  # left padding
     full, _ = stack(x, mask=make_attention_mask(pad, query_len=7, causal=True))
@@ -122,7 +122,7 @@ def test_cache_reorder_selects_rows():
 
 def test_stack_returns_per_layer_attentions_and_checkpointing_matches():
     torch.manual_seed(4)
-    stack = Encoder(3, d_model=D, n_heads=H, d_ff=FF, dropout=0.0)
+    stack = Encoder.build(3, d_model=D, n_heads=H, d_ff=FF, dropout=0.0)
     x = torch.randn(2, 5, D, requires_grad=True)
     out, attentions = stack(x, output_attentions=True)
     assert len(attentions) == 3 and attentions[0].shape == (2, H, 5, 5)
@@ -151,6 +151,6 @@ def test_init_schemes():
     assert linear.weight.abs().max() <= bound
     with pytest.raises(ValueError, match="scheme"):
         init_weights(linear, scheme="kaiming9")
-    stack = Encoder(8, d_model=D, n_heads=H, d_ff=FF)
+    stack = Encoder.build(8, d_model=D, n_heads=H, d_ff=FF)
     scale_residual_projections(stack, 8)
     assert stack.layers[0].ff.fc2.weight.std().item() < 0.02 / 3

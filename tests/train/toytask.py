@@ -47,9 +47,10 @@ class ToyLM(PreTrainedModel):
         super().__init__(config)
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.pos = nn.Embedding(config.max_seq_len, config.d_model)
-        self.encoder = Encoder(config.n_layers, d_model=config.d_model, n_heads=config.n_heads,
-                               d_ff=config.d_ff, dropout=config.dropout, norm_first=True,
-                               final_norm=True)
+        self.encoder = Encoder.build(
+            config.n_layers, d_model=config.d_model, n_heads=config.n_heads,
+            d_ff=config.d_ff, dropout=config.dropout, norm_first=True,
+            final_norm=True)
         self.head = nn.Linear(config.d_model, config.vocab_size)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,

@@ -101,16 +101,22 @@ def load_hf(cls: type[PreTrainedModel], path: Path, raw_config: dict[str, Any],
 
 def save_hf(model: PreTrainedModel, path: Path) -> None:
     """Write ``model`` as a HuggingFace directory that ``transformers`` loads unchanged."""
-    converter = _converter_for_class(type(model).__name__)
+    converter = _converter_for_class(type(model).__name__,
+                                     getattr(model.config, "architecture", None))
     hf_config = converter.config_to_hf(model.config, type(model).__name__)
     (path / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     state = converter.state_dict_to_hf(model.state_dict(), model.config, type(model).__name__)
     save_state_dict(state, path / WEIGHTS_NAME)
 
 
-def _converter_for_class(class_name: str) -> HFConverter:
+def _converter_for_class(class_name: str, model_type: str | None = None) -> HFConverter:
+    """The converter that saves ``class_name``; ``model_type`` picks among several (the Llama
+    family saves as ``llama``, ``qwen2`` or ``mistral``)."""
     import formerkit.interop.families  # noqa: F401
 
+    preferred = _CONVERTERS.get(model_type or "")
+    if preferred is not None and class_name in preferred.architectures.values():
+        return preferred
     for converter in _CONVERTERS.values():
         if class_name in converter.architectures.values():
             return converter

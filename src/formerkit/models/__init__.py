@@ -13,6 +13,12 @@ from formerkit.models.bert import (
     BertModel,
 )
 from formerkit.models.gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
+from formerkit.models.llama import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    LlamaModel,
+)
 from formerkit.models.registry import create_model, list_models, register_model
 from formerkit.models.timeseries import (
     Crossformer,
@@ -37,6 +43,7 @@ __all__ = [
     "BertForTokenClassification", "BertModel", "Crossformer", "CrossformerConfig",
     "ForecasterConfig", "GPTConfig", "GPTForCausalLM", "GPTForSequenceClassification",
     "GPTModel", "HARConfig", "HARTransformer", "ITransformer", "ITransformerConfig",
+    "LlamaConfig", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaModel",
     "ModelOutput", "PatchTST", "PatchTSTConfig", "PreTrainedModel", "TransformerConfig",
     "TransformerForSeq2Seq", "TransformerForecaster", "TransformerModel", "create_model",
     "list_models", "register_model",

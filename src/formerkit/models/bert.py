@@ -144,7 +144,7 @@ class BertModel(BertPreTrainedModel):
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
-        self.encoder = Encoder(
+        self.encoder = Encoder.build(
             config.n_layers, d_model=config.d_model, n_heads=config.n_heads, d_ff=config.d_ff,
             dropout=config.dropout, attn_dropout=config.attn_dropout,
             activation=config.activation, norm_first=False,

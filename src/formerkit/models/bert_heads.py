@@ -14,36 +14,12 @@ from torch import nn
 
 from formerkit.models.base import ModelOutput
 from formerkit.models.bert import BertConfig, BertModel, BertPreTrainedModel
+from formerkit.models.heads import classification_loss
 
 
 def _classifier_dropout(config: BertConfig) -> nn.Dropout:
     p = config.dropout if config.classifier_dropout is None else config.classifier_dropout
     return nn.Dropout(p)
-
-
-def problem_type_for(config: BertConfig, labels: torch.Tensor) -> str:
-    """HF's rule: ``num_labels == 1`` regression; integer labels single-label; else multi-label."""
-    if config.problem_type is not None:
-        return config.problem_type
-    if config.num_labels == 1:
-        return "regression"
-    if labels.dtype in (torch.long, torch.int):
-        return "single_label_classification"
-    return "multi_label_classification"
-
-
-def classification_loss(config: BertConfig, logits: torch.Tensor,
-                        labels: torch.Tensor) -> torch.Tensor:
-    """Loss of (B, num_labels) logits: MSE (regression), cross-entropy (single label, -100
-    ignored) or BCE-with-logits (multi-label, float (B, num_labels) targets)."""
-    problem = problem_type_for(config, labels)
-    if problem == "regression":
-        if config.num_labels == 1:
-            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
-        return F.mse_loss(logits, labels.to(logits.dtype))
-    if problem == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
-    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
 class BertForSequenceClassification(BertPreTrainedModel):

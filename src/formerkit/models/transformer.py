@@ -154,8 +154,8 @@ class TransformerModel(PreTrainedModel):
                      activation=c.activation, norm_first=c.norm_first,
                      layer_norm_eps=c.layer_norm_eps)
         # Pre-norm stacks end with a LayerNorm; post-norm layers already end normalised.
-        self.encoder = Encoder(c.n_encoder_layers, final_norm=c.norm_first, **layer)
-        self.decoder = Decoder(c.n_decoder_layers, final_norm=c.norm_first, **layer)
+        self.encoder = Encoder.build(c.n_encoder_layers, final_norm=c.norm_first, **layer)
+        self.decoder = Decoder.build(c.n_decoder_layers, final_norm=c.norm_first, **layer)
         self.apply(lambda m: _init_transformer(m, c.d_model))
 
     def _embed(self, embedding: nn.Embedding, ids: torch.Tensor, offset: int = 0

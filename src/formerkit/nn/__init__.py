@@ -5,14 +5,23 @@ from formerkit.nn.cache import KVCache, LayerCache
 from formerkit.nn.init import init_weights, scale_residual_projections
 from formerkit.nn.layers import (
     ACTIVATIONS,
+    FEED_FORWARDS,
     Decoder,
     DecoderLayer,
     Encoder,
     EncoderLayer,
     FeedForward,
+    GatedFeedForward,
     get_activation,
+    make_feed_forward,
 )
-from formerkit.nn.masks import causal_mask, make_attention_mask, padding_mask
+from formerkit.nn.masks import (
+    causal_mask,
+    make_attention_mask,
+    padding_mask,
+    sliding_window_mask,
+)
+from formerkit.nn.norms import NORMS, RMSNorm, make_norm
 from formerkit.nn.position import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
@@ -20,11 +29,14 @@ from formerkit.nn.position import (
     positions,
     sinusoidal_table,
 )
+from formerkit.nn.rotary import ROPE_TYPES, RotaryEmbedding, apply_rotary
 
 __all__ = [
-    "ACTIVATIONS", "BACKENDS", "Decoder", "DecoderLayer", "Encoder", "EncoderLayer",
-    "FeedForward", "KVCache", "LayerCache", "LearnedPositionalEmbedding", "MultiHeadAttention",
-    "SinusoidalPositionalEncoding", "causal_mask", "check_length", "get_activation",
-    "init_weights", "make_attention_mask", "padding_mask", "positions",
-    "scale_residual_projections", "scaled_dot_product_attention", "sinusoidal_table",
+    "ACTIVATIONS", "BACKENDS", "FEED_FORWARDS", "NORMS", "ROPE_TYPES", "Decoder",
+    "DecoderLayer", "Encoder", "EncoderLayer", "FeedForward", "GatedFeedForward", "KVCache",
+    "LayerCache", "LearnedPositionalEmbedding", "MultiHeadAttention", "RMSNorm",
+    "RotaryEmbedding", "SinusoidalPositionalEncoding", "apply_rotary", "causal_mask",
+    "check_length", "get_activation", "init_weights", "make_attention_mask", "make_feed_forward",
+    "make_norm", "padding_mask", "positions", "scale_residual_projections",
+    "scaled_dot_product_attention", "sinusoidal_table", "sliding_window_mask",
 ]

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from formerkit.nn.cache import LayerCache
-from formerkit.nn.masks import causal_mask
+from formerkit.nn.functional import apply_rotary, attend_one_query
+from formerkit.nn.masks import causal_mask, sliding_window_mask
 
 BACKENDS = ("sdpa", "math", "linear")
 
@@ -35,13 +36,6 @@ def apply_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if _plain(layer, nn.Linear):
         return F.linear(x, layer.weight, layer.bias)
     return layer(x)
-
-
-def apply_layer_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``norm(x)`` for an ``nn.LayerNorm``, without module-call overhead (see ``apply_linear``)."""
-    if _plain(norm, nn.LayerNorm):
-        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-    return norm(x)
 
 
 def scaled_dot_product_attention(
@@ -161,38 +155,97 @@ def linear_attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tenso
     return torch.where(total > 0, scores / total.clamp(min=1e-30), torch.zeros_like(scores))
 
 
+def repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, Hkv, T, K) -> (B, H, T, K): key/value head j serves query heads j*G .. j*G + G - 1."""
+    kv_heads = x.shape[1]
+    if kv_heads == heads:
+        return x
+    return x.repeat_interleave(heads // kv_heads, dim=1)
+
+
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention with a fused QKV projection (self-attention) or separate query and
-    fused key/value projections (cross-attention), an output projection and optional KV cache.
+    """Multi-head attention: multi-head, grouped-query or multi-query (``n_kv_heads``), self-
+    or cross-attention, fused or separate q/k/v projections, an optional rotary position hook
+    on q and k, sliding-window masking, and a KV cache.
+
+    Parameters are named ``qkv_proj`` (fused self-attention, rows q | k | v), ``q_proj`` +
+    ``kv_proj`` (fused cross-attention) or ``q_proj``, ``k_proj``, ``v_proj`` (separate), and
+    ``out_proj``.
 
     Args:
         d_model: model width D.
-        n_heads: H; D must be divisible by H.
+        n_heads: H query heads.
+        n_kv_heads: Hkv key/value heads (default H); H must be a multiple of it.
+        head_dim: K (default D / H, which must then divide evenly).
         dropout: dropout on attention weights during training.
-        bias: whether projections have biases.
+        bias: default for ``qkv_bias`` and ``out_bias``.
+        qkv_bias, out_bias: biases of the input projections and of the output projection.
+        fused_qkv: one projection for q, k, v (or k, v in cross-attention).
         cross: cross-attention (keys/values from ``memory``) instead of self-attention.
-        backend: default attention backend, ``"sdpa"`` or ``"math"``.
+        sliding_window: each query sees at most this many most recent keys (itself included),
+            as Mistral; ``None`` = unlimited. Causal self-attention only.
+        backend: default attention backend, ``"sdpa"``, ``"math"`` or ``"linear"``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, dropout: float = 0.0, bias: bool = True,
-                 cross: bool = False, backend: str = "sdpa") -> None:
+    def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None = None,
+                 head_dim: int | None = None, dropout: float = 0.0, bias: bool = True,
+                 qkv_bias: bool | None = None, out_bias: bool | None = None,
+                 fused_qkv: bool = True, cross: bool = False, sliding_window: int | None = None,
+                 backend: str = "sdpa") -> None:
         super().__init__()
-        if d_model % n_heads != 0:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        if head_dim is None:
+            if d_model % n_heads != 0:
+                raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+            head_dim = d_model // n_heads
+        if n_kv_heads < 1 or n_heads % n_kv_heads != 0:
+            raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
         if backend not in BACKENDS:
             raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
-        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        if sliding_window is not None and (cross or sliding_window < 1):
+            raise ValueError(f"sliding_window={sliding_window} needs causal self-attention and "
+                             "a positive window")
+        self.d_model, self.n_heads, self.n_kv_heads, self.head_dim = (
+            d_model, n_heads, n_kv_heads, head_dim)
         self.dropout, self.cross, self.backend = dropout, cross, backend
-        if cross:
-            self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-            self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=bias)
+        self.fused_qkv, self.sliding_window = fused_qkv, sliding_window
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        out_bias = bias if out_bias is None else out_bias
+        q_width, kv_width = n_heads * head_dim, n_kv_heads * head_dim
+        if fused_qkv and not cross:
+            self.qkv_proj = nn.Linear(d_model, q_width + 2 * kv_width, bias=qkv_bias)
         else:
-            self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
-        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+            self.q_proj = nn.Linear(d_model, q_width, bias=qkv_bias)
+            if fused_qkv:
+                self.kv_proj = nn.Linear(d_model, 2 * kv_width, bias=qkv_bias)
+            else:
+                self.k_proj = nn.Linear(d_model, kv_width, bias=qkv_bias)
+                self.v_proj = nn.Linear(d_model, kv_width, bias=qkv_bias)
+        self.out_proj = nn.Linear(q_width, d_model, bias=out_bias)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor, n_heads: int) -> torch.Tensor:
         batch, length, _ = x.shape
-        return x.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
+        return x.view(batch, length, n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
+
+    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, Hkv, S, K) of ``source`` (B, S, D)."""
+        kv_width = self.n_kv_heads * self.head_dim
+        if self.fused_qkv:
+            k, v = self.kv_proj(source).split(kv_width, dim=-1)
+        else:
+            k, v = self.k_proj(source), self.v_proj(source)
+        return self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention queries (B, H, T, K), keys and values (B, Hkv, T, K) of x (B, T, D)."""
+        if self.fused_qkv:
+            kv_width = self.n_kv_heads * self.head_dim
+            q, k, v = self.qkv_proj(x).split([self.n_heads * self.head_dim, kv_width, kv_width],
+                                             dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return (self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads),
+                self._heads(v, self.n_kv_heads))
 
     def forward(
         self,
@@ -203,6 +256,7 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         cache: LayerCache | None = None,
         need_weights: bool = False,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``x`` (B, T, D) to itself or to ``memory`` (B, S, D).
 
@@ -212,62 +266,45 @@ class MultiHeadAttention(nn.Module):
             cache: per-layer cache. Self-attention appends the new keys/values; cross-attention
                 computes the memory's keys/values once and reuses them.
             need_weights: also return the (B, H, T, Tk) attention weights (``math`` backend).
+            rotary: (cos, sin), each (B|1, 1, T, K), rotating the new queries and keys before
+                they are cached (``formerkit.nn.rotary.RotaryEmbedding``).
 
         Returns:
             (output (B, T, D), weights or None).
         """
         batch, length, _ = x.shape
         if self.cross:
-            q = self._split_heads(self.q_proj(x))
+            q = self._heads(self.q_proj(x), self.n_heads)
             if cache is not None and cache.cross_k is not None:
                 k, v = cache.cross_k, cache.cross_v
             else:
                 if memory is None:
                     raise ValueError("cross-attention needs `memory` (the encoder output)")
-                k, v = self.kv_proj(memory).split(self.d_model, dim=-1)
-                k, v = self._split_heads(k), self._split_heads(v)  # (B, H, S, K)
+                k, v = self.project_kv(memory)  # (B, Hkv, S, K)
                 if cache is not None:
                     cache.set_cross(k, v)
         else:
-            q, k, v = self.qkv_proj(x).split(self.d_model, dim=-1)
-            q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
+            q, k, v = self.project_qkv(x)
+            if rotary is not None:
+                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
             if cache is not None:
-                k, v = cache.append(k, v)  # (B, H, Tk, K) including the past
-        out, weights = scaled_dot_product_attention(
-            q, k, v, mask, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal and not self.cross, backend=self.backend,
-            need_weights=need_weights)
-        out = out.transpose(1, 2).reshape(batch, length, self.d_model)  # (B, T, D)
-        return self.out_proj(out), weights
-
-    def decode_step(self, x: torch.Tensor, cache: LayerCache,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Self-attention of one new position per row over the cached ones (inference only).
-
-        Equals ``forward(x[:, None], mask=mask, is_causal=True, cache=cache)[0][:, 0]`` with
-        fewer operations: at batch 1 a decoding step costs more in per-op overhead than in
-        arithmetic, so this path skips the general one's reshapes and checks.
-
-        Args:
-            x: (B, D) the new position's input.
-            cache: this layer's cache; the new key and value are appended.
-            mask: bool (B, 1, 1, Tk) key-padding mask over the cached keys and the new one, or
-                ``None``. The new key is always visible, so no row is fully masked.
-
-        Returns:
-            (B, D).
-        """
-        if self.cross:
-            raise ValueError("decode_step is for self-attention; cross-attention keys come "
-                             "from the cache via forward()")
-        batch = x.shape[0]
-        # (B, 3D) -> (B, 3, H, 1, K): q, k, v come out already split into heads.
-        q, k, v = apply_linear(self.qkv_proj, x).view(
-            batch, 3, self.n_heads, 1, self.head_dim).unbind(1)
-        k, v = cache.append(k, v)  # (B, H, Tk, K)
-        if self.backend == "sdpa":
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                k, v = cache.append(k, v)  # (B, Hkv, Tk, K) including the past
+        dropout_p = self.dropout if self.training else 0.0
+        window = self.sliding_window or 0
+        one_query = (length == 1 and not need_weights and self.backend == "sdpa"
+                     and dropout_p == 0.0 and (mask is None or mask.shape[1] == 1))
+        if one_query and (cache is not None and not self.cross  # the new key is visible
+                          or self.cross and (mask is None or bool(mask.any(-1).all()))):
+            # One query per row: the decoding step's attention (see formerkit.nn.decoding).
+            out = attend_one_query(q, k, v, mask, 0 if self.cross else window)
+            weights = None
         else:
-            out = scaled_dot_product_attention(q, k, v, mask, backend=self.backend)[0]
-        # (B, H, 1, K) -> (B, D): with one position the heads are already contiguous.
-        return apply_linear(self.out_proj, out.reshape(batch, self.d_model))
+            if window and k.shape[2] > window:  # the band is causal itself
+                band = sliding_window_mask(length, k.shape[2], window, device=x.device)
+                mask = band if mask is None else mask & band
+            out, weights = scaled_dot_product_attention(
+                q, repeat_kv(k, self.n_heads), repeat_kv(v, self.n_heads), mask,
+                dropout_p=dropout_p, is_causal=is_causal and not self.cross,
+                backend=self.backend, need_weights=need_weights)
+        out = out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim)
+        return self.out_proj(out), weights  # (B, T, D)

@@ -6,13 +6,16 @@ import math
 
 from torch import nn
 
+from formerkit.nn.norms import RMSNorm
+
 SCHEMES = ("normal", "trunc_normal", "xavier")
 
 
 def init_weights(module: nn.Module, *, scheme: str = "normal", std: float = 0.02) -> None:
     """Initialise one module (use with ``model.apply``): linear and embedding weights by
-    ``scheme``, biases to zero, LayerNorm to identity. ``trunc_normal`` cuts at two standard
-    deviations (``nn.init.trunc_normal_`` takes absolute bounds, so they are scaled by std)."""
+    ``scheme``, biases to zero, LayerNorm and RMSNorm to identity. ``trunc_normal`` cuts at
+    two standard deviations (``nn.init.trunc_normal_`` takes absolute bounds, so they are
+    scaled by std)."""
     if scheme not in SCHEMES:
         raise ValueError(f"init scheme must be one of {SCHEMES}, got {scheme!r}")
     if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -26,6 +29,8 @@ def init_weights(module: nn.Module, *, scheme: str = "normal", std: float = 0.02
             nn.init.zeros_(module.bias)
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
             module.weight.data[module.padding_idx].zero_()
+    elif isinstance(module, RMSNorm):
+        nn.init.ones_(module.weight)
     elif isinstance(module, nn.LayerNorm):
         if module.weight is not None:
             nn.init.ones_(module.weight)

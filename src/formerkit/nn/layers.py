@@ -1,18 +1,28 @@
-"""Transformer layers (Vaswani et al. 2017, sec. 3.1-3.3): feed-forward, encoder and decoder
-layers with residual + LayerNorm in post-norm (paper) or pre-norm placement, and their stacks.
+"""Transformer layers (Vaswani et al. 2017, sec. 3.1-3.3): feed-forward (plain, or gated as in
+Shazeer 2020), encoder and decoder layers with residual + norm in post-norm (paper) or pre-norm
+placement, and their stacks.
+
+Layers are open: they receive their attention, feed-forward and norms (torchtune's
+``TransformerSelfAttentionLayer``, timm's ``Block``). ``EncoderLayer.build`` and friends
+assemble the usual parts from names, which is what the config-driven models use; a family with
+other parts (Llama: RMSNorm, rotary, grouped-query attention, SwiGLU) hands them in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from formerkit.nn.attention import MultiHeadAttention, apply_layer_norm, apply_linear
-from formerkit.nn.cache import KVCache, LayerCache
+from formerkit.nn.attention import MultiHeadAttention
+from formerkit.nn.cache import KVCache
+from formerkit.nn.norms import make_norm
+
+Rotary = tuple[torch.Tensor, torch.Tensor]
+FEED_FORWARDS = ("plain", "gated")
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -50,51 +60,107 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(_drop(self.dropout, self.activation(self.fc1(x))))
 
-    def decode_step(self, x: torch.Tensor) -> torch.Tensor:
-        """``forward`` in evaluation, with less per-call overhead (see ``apply_linear``)."""
-        return apply_linear(self.fc2, self.activation(apply_linear(self.fc1, x)))
+
+class GatedFeedForward(nn.Module):
+    """Gated linear unit feed-forward (Shazeer 2020): down(act(gate(x)) * up(x)).
+
+    ``activation="silu"`` is SwiGLU (Llama, Qwen2, Mistral), ``"gelu"``/``"gelu_tanh"`` GeGLU.
+    Parameters are named ``gate_proj``, ``up_proj``, ``down_proj`` as in those checkpoints.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, *, activation: str = "silu",
+                 activation_dropout: float = 0.0, bias: bool = False) -> None:
+        super().__init__()
+        self.activation_name = activation
+        self.activation = get_activation(activation)
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=bias)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=bias)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
+        self.dropout = nn.Dropout(activation_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.activation(self.gate_proj(x)) * self.up_proj(x)
+        return self.down_proj(_drop(self.dropout, hidden))
+
+
+def make_feed_forward(kind: str, d_model: int, d_ff: int, *, activation: str,
+                      activation_dropout: float = 0.0, bias: bool = True) -> nn.Module:
+    """``"plain"`` -> ``FeedForward``, ``"gated"`` -> ``GatedFeedForward``."""
+    if kind not in FEED_FORWARDS:
+        raise ValueError(f"feed_forward must be one of {list(FEED_FORWARDS)}, got {kind!r}")
+    cls = FeedForward if kind == "plain" else GatedFeedForward
+    return cls(d_model, d_ff, activation=activation, activation_dropout=activation_dropout,
+               bias=bias)
+
+
+def _attention(d_model: int, n_heads: int, *, cross: bool, attn_dropout: float, bias: bool,
+               backend: str, **attention: object) -> MultiHeadAttention:
+    return MultiHeadAttention(d_model, n_heads, dropout=attn_dropout, bias=bias, cross=cross,
+                              backend=backend, **attention)
 
 
 class EncoderLayer(nn.Module):
-    """Self-attention then feed-forward, each with residual + LayerNorm.
+    """Self-attention then feed-forward, each with a residual connection and a norm.
 
-    Post-norm (paper, BERT): x = LN(x + drop(sublayer(x))).
-    Pre-norm (GPT-2, ViT):   x = x + drop(sublayer(LN(x))).
-    With ``causal=True`` at call time this is also the decoder-only (GPT) block.
+    Post-norm (paper, BERT): x = norm(x + drop(sublayer(x))).
+    Pre-norm (GPT-2, ViT, Llama): x = x + drop(sublayer(norm(x))).
+    With ``is_causal=True`` at call time this is also the decoder-only (GPT, Llama) block.
 
     Args:
-        d_model, n_heads, d_ff: widths and heads.
-        dropout: on each sublayer's output; ``attn_dropout`` on attention weights (default
-            ``dropout``); ``activation_dropout`` inside the feed-forward.
-        activation: feed-forward activation name.
+        self_attn: a ``MultiHeadAttention`` (or a module with its call signature).
+        ff: the feed-forward module (``FeedForward``, ``GatedFeedForward``).
+        norm1, norm2: the norms around attention and feed-forward.
         norm_first: pre-norm placement.
-        layer_norm_eps: LayerNorm epsilon.
-        bias: projection biases.
-        backend: attention backend.
+        dropout: on each sublayer's output.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, *, dropout: float = 0.1,
-                 attn_dropout: float | None = None, activation_dropout: float = 0.0,
-                 activation: str = "relu", norm_first: bool = False,
-                 layer_norm_eps: float = 1e-5, bias: bool = True, backend: str = "sdpa") -> None:
+    def __init__(self, self_attn: nn.Module, ff: nn.Module, norm1: nn.Module, norm2: nn.Module,
+                 *, norm_first: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(
-            d_model, n_heads, dropout=dropout if attn_dropout is None else attn_dropout,
-            bias=bias, backend=backend)
-        self.ff = FeedForward(d_model, d_ff, activation=activation,
-                              activation_dropout=activation_dropout, bias=bias)
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.self_attn, self.ff, self.norm1, self.norm2 = self_attn, ff, norm1, norm2
         self.dropout = nn.Dropout(dropout)
 
+    @classmethod
+    def build(cls, d_model: int, n_heads: int, d_ff: int, *, dropout: float = 0.1,
+              attn_dropout: float | None = None, activation_dropout: float = 0.0,
+              activation: str = "relu", norm_first: bool = False, layer_norm_eps: float = 1e-5,
+              bias: bool = True, backend: str = "sdpa", norm: str = "layernorm",
+              feed_forward: str = "plain", ff_bias: bool | None = None,
+              **attention: object) -> EncoderLayer:
+        """A layer from names and sizes.
+
+        Args:
+            d_model, n_heads, d_ff: widths and heads.
+            dropout: on each sublayer's output; ``attn_dropout`` on attention weights (default
+                ``dropout``); ``activation_dropout`` inside the feed-forward.
+            activation: feed-forward activation name.
+            norm_first: pre-norm placement.
+            layer_norm_eps: the norms' epsilon; ``norm``: ``"layernorm"`` or ``"rmsnorm"``.
+            bias: projection biases (``ff_bias`` overrides it for the feed-forward).
+            backend: attention backend.
+            feed_forward: ``"plain"`` or ``"gated"``.
+            **attention: further ``MultiHeadAttention`` options (``n_kv_heads``, ``head_dim``,
+                ``qkv_bias``, ``out_bias``, ``fused_qkv``, ``sliding_window``).
+        """
+        self_attn = _attention(d_model, n_heads, cross=False, bias=bias, backend=backend,
+                               attn_dropout=dropout if attn_dropout is None else attn_dropout,
+                               **attention)
+        ff = make_feed_forward(feed_forward, d_model, d_ff, activation=activation,
+                               activation_dropout=activation_dropout,
+                               bias=bias if ff_bias is None else ff_bias)
+        return cls(self_attn, ff, make_norm(norm, d_model, layer_norm_eps),
+                   make_norm(norm, d_model, layer_norm_eps), norm_first=norm_first,
+                   dropout=dropout)
+
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None,
-                is_causal: bool = False, cache=None, need_weights: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T, D); mask bool broadcastable to (B, H, T, Tk). Returns (x, weights)."""
+                is_causal: bool = False, cache=None, need_weights: bool = False,
+                rotary: Rotary | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, D); mask bool broadcastable to (B, H, T, Tk); rotary (cos, sin) for the
+        new positions. Returns (x, weights)."""
         def attend(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             return self.self_attn(h, mask=mask, is_causal=is_causal, cache=cache,
-                                  need_weights=need_weights)
+                                  need_weights=need_weights, rotary=rotary)
 
         if self.norm_first:
             h, weights = attend(self.norm1(x))
@@ -106,47 +172,50 @@ class EncoderLayer(nn.Module):
             x = self.norm2(x + _drop(self.dropout, self.ff(x)))
         return x, weights
 
-    def decode_step(self, x: torch.Tensor, cache: LayerCache,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
-        """One new position per row, causal over the cache, in evaluation (no dropout).
-
-        x (B, D); mask bool (B, 1, 1, Tk) or ``None``. Equals ``forward`` on x[:, None] with
-        ``is_causal=True`` and the cache; see ``MultiHeadAttention.decode_step``.
-        """
-        if self.norm_first:
-            x = x + self.self_attn.decode_step(apply_layer_norm(self.norm1, x), cache, mask)
-            return x + self.ff.decode_step(apply_layer_norm(self.norm2, x))
-        x = apply_layer_norm(self.norm1, x + self.self_attn.decode_step(x, cache, mask))
-        return apply_layer_norm(self.norm2, x + self.ff.decode_step(x))
-
 
 class DecoderLayer(nn.Module):
-    """Causal self-attention, cross-attention to the encoder output, feed-forward; each with
-    residual + LayerNorm (post-norm as in the paper, or pre-norm). Arguments as
-    ``EncoderLayer``."""
+    """Causal self-attention, cross-attention to the encoder output, feed-forward; each with a
+    residual connection and a norm (post-norm as in the paper, or pre-norm).
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, *, dropout: float = 0.1,
-                 attn_dropout: float | None = None, activation_dropout: float = 0.0,
-                 activation: str = "relu", norm_first: bool = False,
-                 layer_norm_eps: float = 1e-5, bias: bool = True, backend: str = "sdpa") -> None:
+    Args:
+        self_attn, cross_attn: ``MultiHeadAttention`` modules (the second with ``cross=True``).
+        ff: the feed-forward; norm1, norm2, norm3: the norms around the three sublayers.
+        norm_first, dropout: as ``EncoderLayer``.
+    """
+
+    def __init__(self, self_attn: nn.Module, cross_attn: nn.Module, ff: nn.Module,
+                 norm1: nn.Module, norm2: nn.Module, norm3: nn.Module, *,
+                 norm_first: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         self.norm_first = norm_first
-        attn_p = dropout if attn_dropout is None else attn_dropout
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=attn_p, bias=bias,
-                                            backend=backend)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=attn_p, bias=bias,
-                                             cross=True, backend=backend)
-        self.ff = FeedForward(d_model, d_ff, activation=activation,
-                              activation_dropout=activation_dropout, bias=bias)
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.self_attn, self.cross_attn, self.ff = self_attn, cross_attn, ff
+        self.norm1, self.norm2, self.norm3 = norm1, norm2, norm3
         self.dropout = nn.Dropout(dropout)
+
+    @classmethod
+    def build(cls, d_model: int, n_heads: int, d_ff: int, *, dropout: float = 0.1,
+              attn_dropout: float | None = None, activation_dropout: float = 0.0,
+              activation: str = "relu", norm_first: bool = False, layer_norm_eps: float = 1e-5,
+              bias: bool = True, backend: str = "sdpa", norm: str = "layernorm",
+              feed_forward: str = "plain", ff_bias: bool | None = None,
+              **attention: object) -> DecoderLayer:
+        """A layer from names and sizes; arguments as ``EncoderLayer.build``."""
+        attn_p = dropout if attn_dropout is None else attn_dropout
+        self_attn = _attention(d_model, n_heads, cross=False, attn_dropout=attn_p, bias=bias,
+                               backend=backend, **attention)
+        cross_options = {k: v for k, v in attention.items() if k != "sliding_window"}
+        cross_attn = _attention(d_model, n_heads, cross=True, attn_dropout=attn_p, bias=bias,
+                                backend=backend, **cross_options)
+        ff = make_feed_forward(feed_forward, d_model, d_ff, activation=activation,
+                               activation_dropout=activation_dropout,
+                               bias=bias if ff_bias is None else ff_bias)
+        norms = [make_norm(norm, d_model, layer_norm_eps) for _ in range(3)]
+        return cls(self_attn, cross_attn, ff, *norms, norm_first=norm_first, dropout=dropout)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None, *,
                 self_mask: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 is_causal: bool = True, self_cache=None, cross_cache=None,
-                need_weights: bool = False
+                need_weights: bool = False, rotary: Rotary | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """x (B, T, D) target; memory (B, S, D) encoder output (may be ``None`` when the cross
         cache already holds its keys/values); self_mask (.., T, Tk), memory_mask (.., T|1, S).
@@ -156,7 +225,7 @@ class DecoderLayer(nn.Module):
         """
         def self_attend(h):
             return self.self_attn(h, mask=self_mask, is_causal=is_causal, cache=self_cache,
-                                  need_weights=need_weights)
+                                  need_weights=need_weights, rotary=rotary)
 
         def cross_attend(h):
             return self.cross_attn(h, memory, mask=memory_mask, cache=cross_cache,
@@ -177,26 +246,38 @@ class DecoderLayer(nn.Module):
         return x, self_w, cross_w
 
 
+def _final_norm(final_norm: bool, layer_kwargs: dict) -> nn.Module | None:
+    if not final_norm:
+        return None
+    return make_norm(layer_kwargs.get("norm", "layernorm"), layer_kwargs["d_model"],
+                     layer_kwargs.get("layer_norm_eps", 1e-5))
+
+
 class Encoder(nn.Module):
-    """A stack of ``EncoderLayer`` with an optional final LayerNorm (pre-norm models need it).
+    """A stack of layers (``EncoderLayer``) with an optional final norm (pre-norm models need
+    it).
 
     Args:
-        n_layers: depth.
-        final_norm: apply LayerNorm after the last layer.
-        **layer_kwargs: passed to every ``EncoderLayer`` (d_model, n_heads, d_ff, ...).
+        layers: the layers, applied in order.
+        norm: applied after the last layer, or ``None``.
     """
 
-    def __init__(self, n_layers: int, *, final_norm: bool = False, **layer_kwargs) -> None:
+    def __init__(self, layers: Iterable[nn.Module], *, norm: nn.Module | None = None) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(**layer_kwargs) for _ in range(n_layers))
-        d_model = layer_kwargs["d_model"]
-        self.norm = nn.LayerNorm(d_model, eps=layer_kwargs.get("layer_norm_eps", 1e-5)) \
-            if final_norm else None
+        self.layers = nn.ModuleList(layers)
+        self.norm = norm
         self.gradient_checkpointing = False
+
+    @classmethod
+    def build(cls, n_layers: int, *, final_norm: bool = False, **layer_kwargs) -> Encoder:
+        """``n_layers`` of ``EncoderLayer.build(**layer_kwargs)``, with a final norm of the
+        layers' kind if ``final_norm``."""
+        return cls([EncoderLayer.build(**layer_kwargs) for _ in range(n_layers)],
+                   norm=_final_norm(final_norm, layer_kwargs))
 
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None,
                 is_causal: bool = False, cache: KVCache | None = None,
-                output_attentions: bool = False
+                output_attentions: bool = False, rotary: Rotary | None = None
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """x (B, T, D) -> (x (B, T, D), per-layer weights (B, H, T, Tk) if requested)."""
         attentions = []
@@ -204,47 +285,39 @@ class Encoder(nn.Module):
             layer_cache = cache[i] if cache is not None else None
             if self.gradient_checkpointing and self.training and layer_cache is None:
                 x, weights = checkpoint(layer, x, mask=mask, is_causal=is_causal,
-                                        need_weights=output_attentions, use_reentrant=False)
+                                        need_weights=output_attentions, rotary=rotary,
+                                        use_reentrant=False)
             else:
                 x, weights = layer(x, mask=mask, is_causal=is_causal, cache=layer_cache,
-                                   need_weights=output_attentions)
+                                   need_weights=output_attentions, rotary=rotary)
             attentions.append(weights)
         if self.norm is not None:
             x = self.norm(x)
         return x, tuple(attentions) if output_attentions else None
 
-    def decode_step(self, x: torch.Tensor, cache: KVCache,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Causal incremental decoding of one new position per row: x (B, D) -> (B, D).
-
-        The fast path ``formerkit.generation`` takes for decoder-only models; equal to
-        ``forward(x[:, None], is_causal=True, cache=cache)`` in evaluation mode.
-        """
-        if self.training:
-            raise RuntimeError("Encoder.decode_step is for inference; call model.eval() first "
-                               "(it applies no dropout)")
-        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
-            x = layer.decode_step(x, layer_cache, mask)
-        return apply_layer_norm(self.norm, x) if self.norm is not None else x
-
 
 class Decoder(nn.Module):
-    """A stack of ``DecoderLayer`` with an optional final LayerNorm. ``cache`` holds one
+    """A stack of ``DecoderLayer`` with an optional final norm. ``cache`` holds one
     ``LayerCache`` per layer for self-attention and ``cross_cache`` one per layer for the
     encoder keys/values (computed on the first call, reused after)."""
 
-    def __init__(self, n_layers: int, *, final_norm: bool = False, **layer_kwargs) -> None:
+    def __init__(self, layers: Iterable[nn.Module], *, norm: nn.Module | None = None) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(**layer_kwargs) for _ in range(n_layers))
-        d_model = layer_kwargs["d_model"]
-        self.norm = nn.LayerNorm(d_model, eps=layer_kwargs.get("layer_norm_eps", 1e-5)) \
-            if final_norm else None
+        self.layers = nn.ModuleList(layers)
+        self.norm = norm
         self.gradient_checkpointing = False
+
+    @classmethod
+    def build(cls, n_layers: int, *, final_norm: bool = False, **layer_kwargs) -> Decoder:
+        """``n_layers`` of ``DecoderLayer.build(**layer_kwargs)`` (see ``Encoder.build``)."""
+        return cls([DecoderLayer.build(**layer_kwargs) for _ in range(n_layers)],
+                   norm=_final_norm(final_norm, layer_kwargs))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None, *,
                 self_mask: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 is_causal: bool = True, cache: KVCache | None = None,
-                cross_cache: KVCache | None = None, output_attentions: bool = False):
+                cross_cache: KVCache | None = None, output_attentions: bool = False,
+                rotary: Rotary | None = None):
         """Returns (x (B, T, D), self-attention weights, cross-attention weights); the
         weight tuples are ``None`` unless ``output_attentions``."""
         self_ws, cross_ws = [], []
@@ -252,7 +325,7 @@ class Decoder(nn.Module):
             kwargs = dict(self_mask=self_mask, memory_mask=memory_mask, is_causal=is_causal,
                           self_cache=cache[i] if cache is not None else None,
                           cross_cache=cross_cache[i] if cross_cache is not None else None,
-                          need_weights=output_attentions)
+                          need_weights=output_attentions, rotary=rotary)
             if self.gradient_checkpointing and self.training and cache is None:
                 x, self_w, cross_w = checkpoint(layer, x, memory, use_reentrant=False, **kwargs)
             else:

@@ -26,6 +26,18 @@ def causal_mask(query_len: int, key_len: int | None = None, *,
     return mask[None, None]  # (1, 1, Tq, Tk)
 
 
+def sliding_window_mask(query_len: int, key_len: int, window: int, *,
+                        device: torch.device | str | None = None) -> torch.Tensor:
+    """Causal mask (1, 1, Tq, Tk), bottom-right aligned, in which each query also sees at most
+    ``window`` keys: itself and the ``window - 1`` before it (Mistral's sliding window)."""
+    offset = key_len - query_len
+    if offset < 0:
+        raise ValueError(f"key_len ({key_len}) must be >= query_len ({query_len})")
+    ones = torch.ones(query_len, key_len, dtype=torch.bool, device=device)
+    band = ones.tril(diagonal=offset) & ones.triu(diagonal=offset - window + 1)
+    return band[None, None]  # (1, 1, Tq, Tk)
+
+
 def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """HF-style ``attention_mask`` (B, Tk), 1 = token, 0 = padding -> bool (B, 1, 1, Tk)."""
     if attention_mask.dim() != 2:

@@ -100,9 +100,9 @@ class TwoStageAttention(nn.Module):
 
     def __init__(self, n_segments: int, config: CrossformerConfig) -> None:
         super().__init__()
-        self.time = EncoderLayer(config.d_model, config.n_heads, config.d_ff,
-                                 dropout=config.dropout, activation=config.activation,
-                                 backend=config.backend)
+        self.time = EncoderLayer.build(config.d_model, config.n_heads, config.d_ff,
+                                       dropout=config.dropout, activation=config.activation,
+                                       backend=config.backend)
         self.dimension = RouterAttention(n_segments, config.n_routers, config.d_model,
                                          config.n_heads, config.d_ff, config.dropout,
                                          config.activation, config.backend)

@@ -57,8 +57,8 @@ class TransformerForecaster(Forecaster):
         self.decoder_embedding = TokenEmbedding(config.n_vars, config.d_model,
                                                 n_marks=config.n_marks, dropout=config.dropout,
                                                 max_len=max_len)
-        self.encoder = Encoder(config.n_layers, final_norm=True, **kwargs)
-        self.decoder = Decoder(config.n_decoder_layers, final_norm=True, **kwargs)
+        self.encoder = Encoder.build(config.n_layers, final_norm=True, **kwargs)
+        self.decoder = Decoder.build(config.n_decoder_layers, final_norm=True, **kwargs)
         self.projection = nn.Linear(config.d_model, config.n_vars)
 
     def forecast(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,

@@ -115,7 +115,7 @@ class HARTransformer(PreTrainedModel):
         self.embed = nn.Linear(config.n_channels, config.d_model)
         self.position = LearnedPositionalEmbedding(config.max_seq_len, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
-        self.encoder = Encoder(
+        self.encoder = Encoder.build(
             config.n_layers, final_norm=True, d_model=config.d_model, n_heads=config.n_heads,
             d_ff=config.d_ff, dropout=config.dropout, attn_dropout=config.attn_dropout,
             activation=config.activation,

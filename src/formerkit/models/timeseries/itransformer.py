@@ -38,10 +38,10 @@ class ITransformer(Forecaster):
         super().__init__(config)
         self.embedding = nn.Linear(config.seq_len, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
-        self.encoder = Encoder(config.n_layers, final_norm=True, d_model=config.d_model,
-                               n_heads=config.n_heads, d_ff=config.d_ff,
-                               dropout=config.dropout, activation_dropout=config.dropout,
-                               activation=config.activation, backend=config.backend)
+        self.encoder = Encoder.build(config.n_layers, final_norm=True, d_model=config.d_model,
+                                     n_heads=config.n_heads, d_ff=config.d_ff,
+                                     dropout=config.dropout, activation_dropout=config.dropout,
+                                     activation=config.activation, backend=config.backend)
         self.projection = nn.Linear(config.d_model, config.pred_len)
 
     def forecast(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,

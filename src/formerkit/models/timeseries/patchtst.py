@@ -66,10 +66,11 @@ class PatchTST(Forecaster):
         self.position = nn.Parameter(torch.empty(config.n_patches, config.d_model)
                                      .uniform_(-0.02, 0.02))
         self.dropout = nn.Dropout(config.dropout)
-        self.encoder = Encoder(config.n_layers, d_model=config.d_model, n_heads=config.n_heads,
-                               d_ff=config.d_ff, dropout=config.dropout, attn_dropout=0.0,
-                               activation_dropout=config.dropout,
-                               activation=config.activation, backend=config.backend)
+        self.encoder = Encoder.build(
+            config.n_layers, d_model=config.d_model, n_heads=config.n_heads,
+            d_ff=config.d_ff, dropout=config.dropout, attn_dropout=0.0,
+            activation_dropout=config.dropout,
+            activation=config.activation, backend=config.backend)
         self.head = FlattenHead(config.d_model * config.n_patches, config.pred_len,
                                 dropout=config.head_dropout)
 
