@@ -20,6 +20,14 @@ import time
 
 import torch
 import transformers
+from harness import (
+    TABLE_HEADER,
+    generate_tokens_per_s,
+    interleave,
+    optimizer,
+    row,
+    train_tokens_per_s,
+)
 
 from formerkit.models.gpt import GPTForCausalLM
 
@@ -38,23 +46,6 @@ def build_models() -> tuple[torch.nn.Module, GPTForCausalLM]:
     return hf, ours
 
 
-def optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
-
-
-def train_tokens_per_s(model, opt, batches) -> tuple[float, float]:
-    """(tokens per wall-clock second, tokens per CPU second of this process)."""
-    model.train()
-    start, cpu = time.perf_counter(), time.process_time()
-    for x in batches:
-        loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    tokens = sum(x.numel() for x in batches)
-    return tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu)
-
-
 def hf_generate(hf, prompt):
     return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=NEW_TOKENS,
                        do_sample=False, num_beams=1, top_k=None,
@@ -63,16 +54,6 @@ def hf_generate(hf, prompt):
 
 def ours_generate(model, prompt):
     return model.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=[])
-
-
-def generate_tokens_per_s(fn, model, prompt) -> tuple[tuple[float, float], torch.Tensor]:
-    """((new tokens per wall-clock second, per CPU second), output ids)."""
-    model.eval()
-    start, cpu = time.perf_counter(), time.process_time()
-    with torch.inference_mode():
-        out = fn(model, prompt)
-    tokens = out.shape[1] - prompt.shape[1]
-    return (tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu)), out
 
 
 def linears_only_tokens_per_s(model: GPTForCausalLM, steps: int = NEW_TOKENS) -> float:
@@ -117,34 +98,13 @@ def main() -> None:
     same = torch.equal(outputs["hf"], outputs["ours"])
     for name in models:  # warm-up
         train_tokens_per_s(models[name], opts[name], batches[:1])
-    # name -> list of (wall, cpu) tokens/s
-    train: dict[str, list[tuple[float, float]]] = {"hf": [], "ours": []}
-    generate: dict[str, list[tuple[float, float]]] = {"hf": [], "ours": []}
-    for round_ in range(args.rounds):
-        order = ["hf", "ours"] if round_ % 2 == 0 else ["ours", "hf"]
-        for name in order:
-            train[name].append(train_tokens_per_s(models[name], opts[name], batches))
-        for name in order:
-            for _ in range(args.gen_runs):
-                generate[name].append(generate_tokens_per_s(fns[name], models[name], prompt)[0])
-        print(f"round {round_ + 1}: train hf {train['hf'][-1][0]:.0f} ours "
-              f"{train['ours'][-1][0]:.0f} tok/s; generate hf {generate['hf'][-1][0]:.1f} ours "
-              f"{generate['ours'][-1][0]:.1f} tok/s (wall clock)", flush=True)
-
-    def row(label: str, values: dict[str, list[tuple[float, float]]], target: float) -> str:
-        cells = []
-        for clock in (0, 1):
-            hf_value = statistics.median(v[clock] for v in values["hf"])
-            our_value = statistics.median(v[clock] for v in values["ours"])
-            cells.append(f"{hf_value:,.0f} | {our_value:,.0f} | {our_value / hf_value:.2f}x")
-        return f"| {label} | {' | '.join(cells)} | >= {target}x |"
+    train, generate = interleave(models, opts, fns, batches, prompt, args.rounds,
+                                 args.gen_runs)
 
     print(f"\ntorch {torch.__version__}, transformers {transformers.__version__}, "
           f"{torch.get_num_threads()} threads, {args.rounds} interleaved rounds; greedy outputs "
           f"identical: {same}\n")
-    print("| median tokens/s | HF wall | formerkit wall | ratio | HF CPU | formerkit CPU | "
-          "ratio | target |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(TABLE_HEADER)
     print(row(f"training, batch {BATCH} x {CONTEXT}", train, 1.1))
     print(row(f"greedy generation, {PROMPT}-token prompt, {NEW_TOKENS} new", generate, 2.5))
     bound = statistics.median(linears_only_tokens_per_s(ours) for _ in range(3))

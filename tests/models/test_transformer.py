@@ -187,3 +187,26 @@ def test_attentions_are_returned():
     assert out.attentions[0].shape == (2, 4, 4, 4)
     assert out.cross_attentions[1].shape == (2, 4, 4, 5)
     torch.testing.assert_close(out.cross_attentions[0].sum(-1), torch.ones(2, 4, 4))
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generation_takes_the_gathered_decoder_step_with_the_same_tokens(norm_first, num_beams):
+    """The plan's one-token step gives the tokens (and logits) of the modules' decode()."""
+    torch.manual_seed(0)
+    model = TransformerForSeq2Seq(TransformerConfig(
+        vocab_size=40, d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=48,
+        dropout=0.0, max_seq_len=32, norm_first=norm_first, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2, decoder_start_token_id=1)).eval()
+    src = torch.randint(3, 40, (2, 7))
+    mask = torch.ones_like(src)
+    mask[1, 5:] = 0
+    _, state = model.start_decoding(src, mask, expand=1, max_new_tokens=6)
+    assert state.extras["plan"] is not None
+    with torch.no_grad():
+        planned = model.generate(src, mask, max_new_tokens=12, num_beams=num_beams)
+        model.model.decoder.layers[0].register_forward_hook(lambda *args: None)
+        _, state = model.start_decoding(src, mask, expand=1, max_new_tokens=6)
+        assert state.extras["plan"] is None
+        by_modules = model.generate(src, mask, max_new_tokens=12, num_beams=num_beams)
+    assert torch.equal(planned, by_modules)

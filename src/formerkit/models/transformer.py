@@ -37,6 +37,7 @@ from formerkit.nn import (
     check_length,
     make_attention_mask,
 )
+from formerkit.nn.decoding import DecodingPlan
 from formerkit.nn.position import LAYOUTS
 
 
@@ -329,12 +330,28 @@ class TransformerForSeq2Seq(PreTrainedModel, GenerationMixin):
         sequences = torch.full((rows, 1), self.config.decoder_start_token_id,
                                dtype=torch.long, device=input_ids.device)
         cache = KVCache(self.config.n_decoder_layers, max_len=max_new_tokens)
+        memory_mask = make_attention_mask(attention_mask, query_len=1)  # (N, 1, 1, S) or None
+        # The gathered step needs a visible source position per row (an all-padding source
+        # would give NaN where the modules give zeros); LoRA, hooks, the math backend: None.
+        plan = DecodingPlan.build(self.model.decoder)
+        if plan is not None and memory_mask is not None and not bool(memory_mask.any(-1).all()):
+            plan = None
         state = DecodingState(cache=cache, attention_mask=None,
-                              extras={"memory": memory, "source_mask": attention_mask})
+                              extras={"memory": memory, "source_mask": attention_mask,
+                                      "memory_mask": memory_mask, "plan": plan})
         return sequences, state
 
     def decoding_logits(self, state: DecodingState, new_tokens: torch.Tensor) -> torch.Tensor:
         """Feed ``new_tokens`` (N, t), reuse the caches, return the last position's logits."""
+        plan, offset = state.extras.get("plan"), state.cache.length
+        if plan is not None and offset and new_tokens.shape[1] == 1 and not self.training:
+            # One token per row after the first: the gathered step, bit-identical to decode().
+            check_length(offset + 1, self.config.max_seq_len)
+            model = self.model
+            x = F.embedding(new_tokens[:, 0], model.tgt_embed.weight) * model.embed_scale \
+                + model.positions.table[offset]  # (N, D)
+            hidden = plan.step(x, state.cache, memory_mask=state.extras["memory_mask"])
+            return self.logits(hidden).float()  # (N, V)
         memory = state.extras.get("memory")
         hidden, _, _ = self.model.decode(new_tokens, memory, state.extras["source_mask"],
                                          cache=state.cache)

@@ -1,0 +1,70 @@
+"""What the library-vs-transformers benchmarks share: timing a training run and a generation on
+both clocks (wall and this process's CPU time, steadier on a shared machine), interleaved rounds,
+and the markdown table of medians and ratios."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+Timing = tuple[float, float]  # (per wall-clock second, per CPU second)
+
+
+def optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+
+
+def train_tokens_per_s(model, opt, batches) -> Timing:
+    model.train()
+    start, cpu = time.perf_counter(), time.process_time()
+    for x in batches:
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    tokens = sum(x.numel() for x in batches)
+    return tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu)
+
+
+def generate_tokens_per_s(fn: Callable, model, prompt) -> tuple[Timing, torch.Tensor]:
+    """((new tokens per wall-clock second, per CPU second), output ids)."""
+    model.eval()
+    start, cpu = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        out = fn(model, prompt)
+    tokens = out.shape[1] - prompt.shape[1]
+    return (tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu)), out
+
+
+def interleave(models: dict, opts: dict, fns: dict, batches, prompt, rounds: int,
+               gen_runs: int = 1) -> tuple[dict[str, list[Timing]], dict[str, list[Timing]]]:
+    """Alternate the libraries' order each round; returns (train, generate) timings by name."""
+    train: dict[str, list[Timing]] = {name: [] for name in models}
+    generate: dict[str, list[Timing]] = {name: [] for name in models}
+    for round_ in range(rounds):
+        order = list(models) if round_ % 2 == 0 else list(models)[::-1]
+        for name in order:
+            train[name].append(train_tokens_per_s(models[name], opts[name], batches))
+        for name in order:
+            for _ in range(gen_runs):
+                generate[name].append(generate_tokens_per_s(fns[name], models[name], prompt)[0])
+        print(f"round {round_ + 1}: train hf {train['hf'][-1][0]:.0f} ours "
+              f"{train['ours'][-1][0]:.0f} tok/s; generate hf {generate['hf'][-1][0]:.1f} ours "
+              f"{generate['ours'][-1][0]:.1f} tok/s (wall clock)", flush=True)
+    return train, generate
+
+
+def row(label: str, values: dict[str, list[Timing]], target: float) -> str:
+    cells = []
+    for clock in (0, 1):
+        hf_value = statistics.median(v[clock] for v in values["hf"])
+        our_value = statistics.median(v[clock] for v in values["ours"])
+        cells.append(f"{hf_value:,.0f} | {our_value:,.0f} | {our_value / hf_value:.2f}x")
+    return f"| {label} | {' | '.join(cells)} | >= {target}x |"
+
+
+TABLE_HEADER = ("| median tokens/s | HF wall | formerkit wall | ratio | HF CPU | formerkit CPU | "
+                "ratio | target |\n|---|---:|---:|---:|---:|---:|---:|---:|")
