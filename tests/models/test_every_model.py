@@ -14,6 +14,8 @@ from formerkit.models.registry import get_model_entry
 # otherwise), so that no registered model goes untested.
 TINY = {
     "gpt": dict(vocab_size=50, d_model=24, n_heads=3, n_layers=2, max_seq_len=16),
+    "llama": dict(vocab_size=50, d_model=24, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=40,
+                  max_seq_len=16, sliding_window=6),
     "bert": dict(vocab_size=50, d_model=24, n_heads=3, n_layers=2, d_ff=48, max_seq_len=16),
     "transformer": dict(vocab_size=50, d_model=24, n_heads=3, n_encoder_layers=2,
                         n_decoder_layers=1, d_ff=48, max_seq_len=16),
@@ -35,7 +37,7 @@ def _inputs(name: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     positionally under the key ``""``."""
     gen = torch.Generator().manual_seed(0)
     config = model.config
-    if name in ("gpt", "bert"):
+    if name in ("gpt", "bert", "llama"):
         ids = torch.randint(1, 50, (2, 10), generator=gen)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if name == "transformer":
