@@ -59,6 +59,8 @@ def test_har_dynamo_exporter(tmp_path):
     ("bert", "BertForTokenClassification", {"num_labels": 5}),
     ("gpt", "GPTForCausalLM", {}),
     ("gpt", "GPTForSequenceClassification", {"num_labels": 3, "pad_token_id": 0}),
+    ("llama", "LlamaForCausalLM", {"sliding_window": 6}),
+    ("llama", "LlamaForSequenceClassification", {"num_labels": 3, "pad_token_id": 0}),
 ])
 def test_text_models_onnx_match_pytorch_with_padding(tmp_path, family, cls, overrides):
     if not hasattr(models, cls):

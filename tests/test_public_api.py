@@ -9,7 +9,8 @@ CONTRACT_MODELS = [
     "BertForPreTraining", "BertForMaskedLM", "BertForNextSentencePrediction",
     "BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering",
     "BertForMultipleChoice", "TransformerModel", "TransformerForSeq2Seq", "HARTransformer",
-    "TransformerForecaster", "ITransformer", "PatchTST", "Crossformer",
+    "TransformerForecaster", "ITransformer", "PatchTST", "Crossformer", "LlamaModel",
+    "LlamaForCausalLM", "LlamaForSequenceClassification",
 ]
 
 

@@ -13,7 +13,10 @@ from torch import Tensor
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """weight * x / sqrt(mean(x^2) + eps), computed in float32 and cast back before the
     weight, as Llama's reference (and HuggingFace) do, so bf16 runs match them."""
-    normalised = F.rms_norm(x.float(), [x.shape[-1]], eps=eps)
+    # Written out rather than F.rms_norm: the same arithmetic as those references, and
+    # exportable to ONNX (the TorchScript-based exporter has no aten::rms_norm).
+    x32 = x.float()
+    normalised = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
     return weight * normalised.to(x.dtype)
 
 
