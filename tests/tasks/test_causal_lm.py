@@ -104,3 +104,25 @@ def test_default_recipe_and_config_errors():
     with pytest.raises(ValueError, match="context=64"):
         get_task("causal_lm").setup(dict(TINY), CausalLMDataConfig(context=64),
                                     CausalLMTaskConfig(), seed=0)
+
+
+def test_llama_recipe_runs_end_to_end_at_the_gpt_recipe_size(tmp_path):
+    """The shipped llama recipe, shortened, trains through the real trainer and generates from
+    the saved model; its model is within 1% of the GPT default recipe's parameter count."""
+    from formerkit.models.registry import create_model
+
+    llama, gpt = load_recipe("llama-shakespeare-char"), load_recipe("gpt-shakespeare-char")
+    assert llama.trainer == gpt.trainer and llama.model["name"] == "llama"
+    sizes = [create_model(**{**r.model, "vocab_size": 65}).num_parameters() for r in (llama, gpt)]
+    assert abs(sizes[0] - sizes[1]) / sizes[1] < 0.01
+    text = "ROMEO:\nBut soft, what light through yonder window breaks?\n" * 40
+    file = tmp_path / "play.txt"
+    file.write_text(text)
+    recipe = tiny_recipe({"path": str(file)})
+    recipe["model"] = {**llama.model, "n_layers": 1, "d_model": 32, "d_ff": 64}
+    metrics = formerkit.train(recipe, output_dir=tmp_path / "run")
+    assert 0 < metrics["val_loss"] < math.log(len(set(text))) + 1.0
+    model = formerkit.from_pretrained(tmp_path / "run" / "model")
+    assert type(model).__name__ == "LlamaForCausalLM"
+    prompt = torch.tensor([model.tokenizer.encode("ROMEO:")])
+    assert model.generate(prompt, max_new_tokens=5).shape == (1, prompt.shape[1] + 5)
