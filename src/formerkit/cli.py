@@ -153,7 +153,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     task, model_dir = task_for(args.dir, "generate")
-    names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_beams")
+    names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_beams", "chat",
+             "system")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     print(task.generate(model_dir, args.prompt, **options))
     return 0
@@ -238,6 +239,10 @@ def build_parser(with_plots: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--chat", action="store_true", default=None,
+                   help="send the prompt as a user turn through the model's chat template "
+                        "(tokenizer_config.json) and print the reply alone")
+    p.add_argument("--system", default=None, help="with --chat: a system message first")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("predict", help="predict for your own input file",

@@ -126,3 +126,27 @@ def test_llama_recipe_runs_end_to_end_at_the_gpt_recipe_size(tmp_path):
     assert type(model).__name__ == "LlamaForCausalLM"
     prompt = torch.tensor([model.tokenizer.encode("ROMEO:")])
     assert model.generate(prompt, max_new_tokens=5).shape == (1, prompt.shape[1] + 5)
+
+
+def test_generate_chat_renders_the_template_and_prints_the_reply(tmp_path, capsys):
+    from formerkit import cli
+    from formerkit.data.tokenizers import train_byte_bpe
+
+    tokenizer = train_byte_bpe(["hello there, tell me a joke."] * 5, 280,
+                               special_tokens=["<|eot|>"])
+    tokenizer.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}<|eot|>"
+                               "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
+    torch.manual_seed(0)
+    model = formerkit.create_model("llama", preset="tiny", vocab_size=tokenizer.vocab_size)
+    model.tokenizer = tokenizer
+    model.save_pretrained(tmp_path / "chat")
+    assert cli.main(["generate", str(tmp_path / "chat"), "--chat", "--system", "Be brief.",
+                     "--prompt", "tell me", "--max-new-tokens", "6", "--num-beams", "2"]) == 0
+    printed = capsys.readouterr().out.rstrip("\n")
+    text = "<system>Be brief.<|eot|><user>tell me<|eot|><assistant>"
+    ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
+    with torch.no_grad():
+        new = model.eval().generate(ids, max_new_tokens=6, num_beams=2)[0, ids.shape[1]:]
+    assert printed == tokenizer.decode(new)
+    assert cli.main(["generate", str(tmp_path / "chat"), "--system", "x", "--prompt", "y"]) == 2
+    assert "--chat" in capsys.readouterr().err

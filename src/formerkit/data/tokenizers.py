@@ -18,6 +18,7 @@ import torch
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as Backend
 
+from formerkit.data.chat import read_chat_template
 from formerkit.data.tokenizer_files import (
     ROLES,
     add_bert_post_processor,
@@ -60,14 +61,18 @@ class Tokenizer:
             -> token string or ``None``; roles left out are inferred from the usual names
             (``[PAD]``, ``<s>``, ``<|endoftext|>``, ...) where the vocabulary has them.
 
+        chat_template: the checkpoint's Jinja chat template (see ``apply_chat_template``).
+
     Attributes:
         vocab_size: number of ids, added tokens included.
         pad_token_id, bos_token_id, eos_token_id, unk_token_id, mask_token_id, cls_token_id,
         sep_token_id: the id of each role, ``None`` where the vocabulary has no such token.
     """
 
-    def __init__(self, backend: Backend, special_tokens: dict[str, str | None] | None = None):
+    def __init__(self, backend: Backend, special_tokens: dict[str, str | None] | None = None,
+                 chat_template: str | None = None):
         self.backend = backend
+        self.chat_template = chat_template
         given = dict(special_tokens or {})
         unknown = set(given) - set(ROLES)
         if unknown:
@@ -229,6 +234,26 @@ class Tokenizer:
                               "has them, or pass unk_token= to train_char_tokenizer")
         return ValueError(f"cannot encode text: {err}")
 
+    def apply_chat_template(self, messages: list[dict[str, Any]], *,
+                            add_generation_prompt: bool = True, tokenize: bool = False,
+                            **variables: Any) -> str | list[int]:
+        """Render ``messages`` with the chat template, as ``transformers`` does: the text, or
+        with ``tokenize=True`` its ids (no special tokens added: the template writes them).
+
+        Raises:
+            ValueError: when the tokenizer has no chat template, or the template fails.
+        """
+        from formerkit.data.chat import render_chat
+
+        if self.chat_template is None:
+            raise ValueError("this tokenizer has no chat template (tokenizer_config.json has "
+                             "no chat_template and there is no chat_template.jinja)")
+        tokens = {f"{role}_token": token for role, token in self.special_tokens.items()
+                  if token is not None}
+        text = render_chat(self.chat_template, messages,
+                           add_generation_prompt=add_generation_prompt, **{**tokens, **variables})
+        return self.encode(text, add_special_tokens=False) if tokenize else text
+
     # ---- saving ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         """Write ``directory/tokenizer.json`` and the token roles in tokenizer_config.json."""
@@ -237,6 +262,8 @@ class Tokenizer:
         self.backend.save(str(directory / TOKENIZER_FILE))
         config = {"tokenizer_class": "PreTrainedTokenizerFast"}
         config.update({f"{role}_token": token for role, token in self.special_tokens.items()})
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
         (directory / TOKENIZER_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
@@ -250,7 +277,7 @@ class Tokenizer:
             backend = Backend.from_file(str(file))
         except Exception as err:
             raise ValueError(f"cannot read tokenizer {file}: {err}") from None
-        return cls(backend, read_roles(directory, backend))
+        return cls(backend, read_roles(directory, backend), read_chat_template(directory))
 
     def __repr__(self) -> str:
         roles = {r: t for r, t in self.special_tokens.items() if t is not None}
@@ -383,7 +410,7 @@ def load_tokenizer_if_present(directory: str | Path) -> Tokenizer | None:
         backend = gpt2_backend(directory / "vocab.json", directory / "merges.txt")
     else:
         return None
-    return Tokenizer(backend, read_roles(directory, backend))
+    return Tokenizer(backend, read_roles(directory, backend), read_chat_template(directory))
 
 
 def _as_iter(texts: str | Iterable[str]) -> Iterable[str]:

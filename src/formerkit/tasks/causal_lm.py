@@ -161,19 +161,28 @@ class CausalLMTask(Task):
 
         Options: ``max_new_tokens`` (default 200), ``temperature``, ``top_k``, ``top_p``
         (defaults from the saved generation config), ``seed``, ``do_sample``, ``num_beams``
-        (beam search, no sampling), ``repetition_penalty``.
+        (beam search, no sampling), ``repetition_penalty``; ``chat=True`` sends ``prompt`` as
+        the user's turn through the checkpoint's chat template (after ``system``, if given)
+        and returns the reply alone.
         """
         import formerkit
 
         known = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "do_sample",
-                 "num_beams", "repetition_penalty")
+                 "num_beams", "repetition_penalty", "chat", "system")
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ValueError(f"unknown generate options {unknown}; expected some of {known}")
+        chat, system = options.pop("chat", False), options.pop("system", None)
         model = formerkit.from_pretrained(model_dir)
         if model.tokenizer is None:
             raise ValueError(f"{model_dir} has no tokenizer (tokenizer.json): cannot encode "
                              "the prompt")
+        if chat:
+            messages = ([{"role": "system", "content": system}] if system else []) + \
+                [{"role": "user", "content": prompt}]
+            prompt = model.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        elif system:
+            raise ValueError("system is a chat option: pass chat=True (--chat) with it")
         saved = model.generation_config or {}
         settings = {k: saved.get(k) for k in ("temperature", "top_k", "top_p", "do_sample")
                     if saved.get(k) is not None}
@@ -181,15 +190,16 @@ class CausalLMTask(Task):
         max_new = settings.pop("max_new_tokens", 200)
         if settings.get("num_beams", 1) > 1:
             settings["do_sample"] = False
-        return sample(model, model.tokenizer, prompt, max_new, **settings)
+        return sample(model, model.tokenizer, prompt, max_new, new_only=chat, **settings)
 
 
 @torch.no_grad()
 def sample(model: nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, *,
            do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
            top_p: float | None = None, seed: int | None = None, num_beams: int = 1,
-           repetition_penalty: float = 1.0) -> str:
-    """``prompt`` followed by ``max_new_tokens`` generated tokens, as text.
+           repetition_penalty: float = 1.0, new_only: bool = False) -> str:
+    """``prompt`` followed by ``max_new_tokens`` generated tokens, as text (the generated
+    text alone with ``new_only``).
 
     Longer than the model's context, the text is generated in pieces, each conditioned on the
     last ``max_seq_len // 2`` (or more) tokens, as nanoGPT crops its context.
@@ -220,4 +230,4 @@ def sample(model: nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tokens: 
                 break
     finally:
         model.train(was_training)
-    return tokenizer.decode(out[0])
+    return tokenizer.decode(out[0, len(ids):] if new_only else out[0])
