@@ -150,3 +150,34 @@ def test_generate_chat_renders_the_template_and_prints_the_reply(tmp_path, capsy
     assert printed == tokenizer.decode(new)
     assert cli.main(["generate", str(tmp_path / "chat"), "--system", "x", "--prompt", "y"]) == 2
     assert "--chat" in capsys.readouterr().err
+
+
+def test_pretrain_then_lora_fine_tune_a_llama(tmp_path):
+    """Pre-train a tiny Llama, then fine-tune it on another text with LoRA on every
+    projection: only adapters train, the saved model is plain (merged) and generates."""
+    from formerkit.models.llama import LlamaForCausalLM
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 40)
+    recipe = tiny_recipe({"path": str(corpus)})
+    recipe["model"] = {"name": "llama", "d_model": 32, "n_heads": 2, "n_kv_heads": 1,
+                       "n_layers": 1, "d_ff": 64, "max_seq_len": 32}
+    formerkit.train(recipe, output_dir=tmp_path / "pre")
+    base = formerkit.from_pretrained(tmp_path / "pre" / "model")
+    other = tmp_path / "other.txt"
+    other.write_text("ROMEO: what light breaks through yonder window? But soft,\n" * 40)
+    tune = tiny_recipe({"path": str(other)})
+    tune["model"] = dict(recipe["model"], dropout=0.1)
+    targets = ["q_proj", "k_proj", "v_proj", "out_proj", "gate_proj", "up_proj", "down_proj"]
+    tune["task"].update(init_from=str(tmp_path / "pre"),
+                        lora={"rank": 2, "alpha": 4, "targets": targets})
+    formerkit.train(tune, output_dir=tmp_path / "tuned")
+    tuned = formerkit.from_pretrained(tmp_path / "tuned" / "model")
+    assert type(tuned) is LlamaForCausalLM and tuned.config.dropout == 0.1
+    assert not any("lora" in name for name in tuned.state_dict())  # merged into the weights
+    changed = [n for n, p in tuned.state_dict().items()
+               if not torch.equal(p, base.state_dict()[n])]
+    assert changed and all(n.split(".")[-2] in targets for n in changed)  # adapted ones only
+    bad = dict(tune, model=dict(recipe["model"], d_model=64))
+    with pytest.raises(ValueError, match="model.d_model=64 differs"):
+        formerkit.train(bad, output_dir=tmp_path / "bad")

@@ -10,7 +10,6 @@ merged into the weights when the model is saved.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import random
@@ -29,8 +28,8 @@ from formerkit.data.mlm import MLMCollator, build_nsp_examples, pad_examples, re
 from formerkit.data.registry import dataset_file
 from formerkit.data.tokenizers import Tokenizer, load_tokenizer, train_wordpiece
 from formerkit.tasks.base import Task, TaskSetup, register_task
-
-LORA_KEYS = ("rank", "alpha", "targets", "dropout", "modules_to_save")
+from formerkit.tasks.common import check_lora_options, model_directory
+from formerkit.tasks.common import lora_hooks as common_lora_hooks
 
 
 # ---- shared pieces --------------------------------------------------------------------------
@@ -53,22 +52,7 @@ class FineTuneTaskConfig(ConfigBase):
 
     def validate(self) -> None:
         check_positive(self, "eval_batch_size")
-        if self.lora is not None:
-            unknown = set(self.lora) - set(LORA_KEYS)
-            if unknown:
-                raise ValueError(f"task.lora has unknown keys {sorted(unknown)}; "
-                                 f"expected some of {list(LORA_KEYS)}")
-
-
-def model_directory(path: str | Path) -> Path:
-    """A model directory, or the ``model/`` inside a run directory."""
-    path = Path(path)
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"task.init_from={str(path)!r} is neither a model directory "
-                                "nor a run directory with model/")
-    return path
+        check_lora_options(self.lora)
 
 
 def build_bert(cls: type, model: dict[str, Any], tokenizer: Tokenizer,
@@ -113,23 +97,8 @@ def task_tokenizer(task: FineTuneTaskConfig | None, texts: Callable[[], list[str
 
 def lora_hooks(network: nn.Module, task: FineTuneTaskConfig,
                head: tuple[str, ...]) -> Callable[[Path], None] | None:
-    """Apply ``task.lora`` (if set) and return a ``save_artifacts`` hook that re-saves the
-    model with the adapters merged, so the saved directory is a plain model."""
-    if task.lora is None:
-        return None
-    from formerkit.nn.lora import apply_lora, merge_lora
-
-    options = dict(task.lora)
-    options.setdefault("targets", ["qkv_proj"])
-    options.setdefault("modules_to_save", list(head))
-    report = apply_lora(network, **options)
-    print(report, flush=True)
-
-    def save_merged(directory: Path) -> None:
-        merged = merge_lora(copy.deepcopy(network)).cpu()
-        merged.save_pretrained(directory)
-
-    return save_merged
+    """``task.lora`` applied to a BERT head (see ``formerkit.tasks.common.lora_hooks``)."""
+    return common_lora_hooks(network, task.lora, default_targets=("qkv_proj",), head=head)
 
 
 def batched(items: list[Any], size: int):

@@ -28,6 +28,7 @@ from formerkit.data.text import (
 )
 from formerkit.data.tokenizers import Tokenizer, train_byte_bpe, train_char_tokenizer
 from formerkit.tasks.base import Task, TaskSetup, register_task
+from formerkit.tasks.common import check_lora_options, lora_hooks, model_directory
 
 TOKENIZERS = ("char", "byte_bpe")
 
@@ -75,6 +76,12 @@ class CausalLMTaskConfig(ConfigBase):
         sample_tokens: tokens to sample after training (0: no sample).
         temperature, top_k, top_p: sampling settings (also the defaults of ``generate``).
         seed: seed of the sample.
+        init_from: continue from a saved model (a model directory, a run directory holding
+            ``model/``, or a HuggingFace checkpoint): its architecture, weights and tokenizer
+            are used; the recipe's ``model`` section may only change dropout.
+        lora: ``{rank, alpha, targets, dropout, modules_to_save}`` to train LoRA adapters on
+            the linear layers named by ``targets`` (default: ``qkv_proj`` of GPT, ``q_proj``
+            and ``v_proj`` of Llama, as PEFT) while the rest is frozen; merged when saved.
     """
 
     eval_batch_size: int = 64
@@ -84,9 +91,12 @@ class CausalLMTaskConfig(ConfigBase):
     top_k: int | None = 40
     top_p: float | None = None
     seed: int = 0
+    init_from: str | None = None
+    lora: dict[str, Any] | None = None
 
     def validate(self) -> None:
         check_positive(self, "eval_batch_size", "temperature", "top_k")
+        check_lora_options(self.lora)
         if self.sample_tokens < 0:
             raise ValueError(f"CausalLMTaskConfig.sample_tokens must be >= 0, "
                              f"got {self.sample_tokens!r}")
@@ -100,6 +110,33 @@ def build_tokenizer(data: CausalLMDataConfig, text: str, train_text: str) -> Tok
     if data.tokenizer == "char":
         return train_char_tokenizer(text)
     return train_byte_bpe(train_text.splitlines(keepends=True), data.vocab_size)
+
+
+def pretrained_model(path: str, model: dict[str, Any]) -> nn.Module:
+    """The model saved at ``path`` (``task.init_from``), for further training. The recipe's
+    ``model`` section may repeat the saved architecture and may change dropout, nothing else;
+    the model must carry its tokenizer."""
+    from formerkit.models.auto import from_pretrained
+
+    directory = model_directory(path)
+    network = from_pretrained(directory)
+    if model.get("name") and model["name"] != network.registry_name:
+        raise ValueError(f"task.init_from={path!r} holds a {network.registry_name!r} model, "
+                         f"but the recipe names model.name={model['name']!r}")
+    dropout = {k: v for k, v in model.items() if k in ("dropout", "attn_dropout")}
+    for key, value in model.items():
+        if key in ("name", "preset", "dropout", "attn_dropout"):
+            continue
+        saved = getattr(network.config, key, None)
+        if saved != value:
+            raise ValueError(f"task.init_from={path!r}: model.{key}={value!r} differs from the "
+                             f"saved model's {saved!r}; only dropout and attn_dropout can change")
+    if any(getattr(network.config, k, None) != v for k, v in dropout.items()):
+        network = from_pretrained(directory, **dropout)
+    if network.tokenizer is None:
+        raise ValueError(f"task.init_from={path!r}: {directory} has no tokenizer to encode the "
+                         "text with")
+    return network.train()
 
 
 @register_task
@@ -116,12 +153,19 @@ class CausalLMTask(Task):
         started = time.perf_counter()
         text = read_text(data.dataset, data.path, download=data.download)
         train_text, val_text = split_text(text, data.val_fraction)
-        tokenizer = build_tokenizer(data, text, train_text)
-        fields = {k: v for k, v in model.items() if k not in ("name", "preset")}
-        fields["vocab_size"] = tokenizer.vocab_size
-        for role in ("bos", "eos", "pad"):
-            fields.setdefault(f"{role}_token_id", getattr(tokenizer, f"{role}_token_id"))
-        network = create_model(model["name"], model.get("preset"), **fields)
+        if task.init_from:
+            network = pretrained_model(task.init_from, model)
+            tokenizer = network.tokenizer
+        else:
+            tokenizer = build_tokenizer(data, text, train_text)
+            fields = {k: v for k, v in model.items() if k not in ("name", "preset")}
+            fields["vocab_size"] = tokenizer.vocab_size
+            for role in ("bos", "eos", "pad"):
+                fields.setdefault(f"{role}_token_id", getattr(tokenizer, f"{role}_token_id"))
+            network = create_model(model["name"], model.get("preset"), **fields)
+        fused = any(name.endswith("qkv_proj") for name, _ in network.named_modules())
+        save_artifacts = lora_hooks(network, task.lora, default_targets=(
+            ("qkv_proj",) if fused else ("q_proj", "v_proj")))
         max_len = network.config.max_seq_len
         context = data.context or max_len
         if context > max_len:
@@ -154,7 +198,7 @@ class CausalLMTask(Task):
         return TaskSetup(model=network, train_dataset=LMWindows(train_tokens, context),
                          evaluate=evaluate, compute_loss=lm_loss,
                          count_tokens=lambda batch: batch["input_ids"].numel(),
-                         after_training=after_training)
+                         after_training=after_training, save_artifacts=save_artifacts)
 
     def generate(self, model_dir: Path, prompt: str, **options: Any) -> str:
         """Continue ``prompt`` with the model saved in ``model_dir``.

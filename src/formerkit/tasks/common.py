@@ -1,0 +1,64 @@
+"""Pieces every task shares: pre-trained model directories (``task.init_from``) and LoRA
+fine-tuning (``task.lora``, Hu et al. 2021) with the adapters merged when the model is saved."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+LORA_KEYS = ("rank", "alpha", "targets", "dropout", "modules_to_save")
+
+
+def check_lora_options(lora: dict[str, Any] | None) -> None:
+    """Raise ``ValueError`` naming unknown keys of a recipe's ``task.lora``."""
+    if lora is None:
+        return
+    if not isinstance(lora, dict):
+        raise ValueError(f"task.lora must be a mapping of {list(LORA_KEYS)}, got {lora!r}")
+    unknown = set(lora) - set(LORA_KEYS)
+    if unknown:
+        raise ValueError(f"task.lora has unknown keys {sorted(unknown)}; "
+                         f"expected some of {list(LORA_KEYS)}")
+
+
+def model_directory(path: str | Path) -> Path:
+    """A model directory, or the ``model/`` inside a run directory."""
+    path = Path(path)
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"task.init_from={str(path)!r} is neither a model directory "
+                                "nor a run directory with model/")
+    return path
+
+
+def lora_hooks(network: nn.Module, lora: dict[str, Any] | None, *,
+               default_targets: Sequence[str], head: Sequence[str] = ()
+               ) -> Callable[[Path], None] | None:
+    """Apply ``lora`` (if set) to ``network`` and return a ``save_artifacts`` hook that
+    re-saves the model with the adapters merged, so the saved directory is a plain model.
+
+    Args:
+        lora: the recipe's ``task.lora`` or ``None`` (full fine-tuning: no hook).
+        default_targets: the linear layers adapted when ``lora`` names none.
+        head: modules trained in full (a new classifier), unless ``lora`` says otherwise.
+    """
+    if lora is None:
+        return None
+    from formerkit.nn.lora import apply_lora, merge_lora
+
+    options = dict(lora)
+    options.setdefault("targets", list(default_targets))
+    options.setdefault("modules_to_save", list(head))
+    report = apply_lora(network, **options)
+    print(report, flush=True)
+
+    def save_merged(directory: Path) -> None:
+        merged = merge_lora(copy.deepcopy(network)).cpu()
+        merged.save_pretrained(directory)
+
+    return save_merged
