@@ -53,6 +53,19 @@ def test_save_and_load_round_trip(tmp_path):
     torch.testing.assert_close(loaded(x).logits, model(x).logits)
 
 
+def test_a_plugin_model_loads_through_the_registry(tmp_path):
+    """formerkit.from_pretrained finds a class a plugin defined (it is not in formerkit.models)."""
+    import formerkit.models
+
+    assert not hasattr(formerkit.models, "_Tiny")
+    model = formerkit.create_model("_test-tiny", d_model=6)
+    model.save_pretrained(tmp_path)
+    loaded = formerkit.from_pretrained(tmp_path)
+    assert type(loaded) is _Tiny
+    x = torch.randn(2, 6)
+    torch.testing.assert_close(loaded(x).logits, model(x).logits)
+
+
 def test_load_errors_name_file_and_tensor(tmp_path):
     model = formerkit.create_model("_test-tiny", d_model=6)
     model.save_pretrained(tmp_path)

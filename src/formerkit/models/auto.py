@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import formerkit.models as models
 from formerkit.models.base import CONFIG_NAME, PreTrainedModel, read_config
+from formerkit.models.registry import get_model_class
 
 
 def model_class_for(path: str | Path) -> type[PreTrainedModel]:
@@ -18,7 +18,7 @@ def model_class_for(path: str | Path) -> type[PreTrainedModel]:
         from formerkit.interop.hf import hf_class_name
 
         name = hf_class_name(raw, path)
-    cls = getattr(models, name, None)
+    cls = get_model_class(name)
     if cls is None:
         raise ValueError(f"{path / CONFIG_NAME} names model class {name!r}, "
                          "which this version of formerkit does not have")

@@ -54,6 +54,12 @@ class PreTrainedModel(nn.Module):
     config_class: type[ConfigBase] = ConfigBase
     registry_name: str = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from formerkit.models.registry import register_class
+
+        register_class(cls)
+
     def __init__(self, config: ConfigBase) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
@@ -122,10 +128,10 @@ class PreTrainedModel(nn.Module):
 def _check_compatible_class(cls: type, saved_class: str, path: Path) -> None:
     # A head may load its family's base model weights, and the base model a head's: the state
     # dict loader reports what is missing. A different family is a clear error.
-    family = getattr(cls, "registry_name", "")
-    import formerkit.models as models
+    from formerkit.models.registry import get_model_class
 
-    saved = getattr(models, saved_class, None)
+    family = getattr(cls, "registry_name", "")
+    saved = get_model_class(saved_class)
     if saved is not None and getattr(saved, "config_class", None) is not cls.config_class:
         raise ValueError(f"{path / CONFIG_NAME} holds a {saved_class}, which cannot be "
                          f"loaded as {cls.__name__} ({family or 'other family'})")

@@ -21,6 +21,19 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
+_CLASSES: dict[str, type[nn.Module]] = {}  # class name -> class, every PreTrainedModel
+
+
+def register_class(cls: type[nn.Module]) -> None:
+    """Make ``cls`` findable by its name, as saved in a checkpoint's ``config.json``. Every
+    ``PreTrainedModel`` subclass registers itself when it is defined (a plugin's too)."""
+    _CLASSES[cls.__name__] = cls
+
+
+def get_model_class(name: str) -> type[nn.Module] | None:
+    """The model class named ``name`` (formerkit's, or one a plugin defined), or ``None``."""
+    _import_families()
+    return _CLASSES.get(name)
 
 
 def register_model(
