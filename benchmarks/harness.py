@@ -29,13 +29,16 @@ def train_tokens_per_s(model, opt, batches) -> Timing:
     return tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu)
 
 
-def generate_tokens_per_s(fn: Callable, model, prompt) -> tuple[Timing, torch.Tensor]:
-    """((new tokens per wall-clock second, per CPU second), output ids)."""
+def generate_tokens_per_s(fn: Callable, model, prompt, *, start_len: int | None = None
+                          ) -> tuple[Timing, torch.Tensor]:
+    """((new tokens per wall-clock second, per CPU second), output ids). The output's first
+    ``start_len`` ids are not new (default: the prompt's length; seq2seq models start from one
+    decoder start token)."""
     model.eval()
     start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         out = fn(model, prompt)
-    tokens = out.shape[1] - prompt.shape[1]
+    tokens = out.shape[1] - (prompt.shape[1] if start_len is None else start_len)
     return (tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu)), out
 
 
