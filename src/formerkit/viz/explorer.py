@@ -197,8 +197,8 @@ def describe(model: torch.nn.Module, source: str | Path | None) -> tuple[str, st
 def explain(model: torch.nn.Module | str | Path, *, text: str | None = None,
             pair: str | None = None, target: str | None = None,
             series: np.ndarray | torch.Tensor | None = None, top_k: int = 5,
-            max_new_tokens: int = 40, tokenizer: Any = None, **series_options: Any
-            ) -> Explanation:
+            max_new_tokens: int = 40, tokenizer: Any = None, source: str | Path | None = None,
+            **series_options: Any) -> Explanation:
     """What an explorer page shows for ``model`` reading one input.
 
     Args:
@@ -213,6 +213,8 @@ def explain(model: torch.nn.Module | str | Path, *, text: str | None = None,
         top_k: entries shown per prediction.
         max_new_tokens: length limit of the greedy translation.
         tokenizer: default ``model.tokenizer``.
+        source: where the model came from, shown under the title (default the directory
+            when ``model`` is one).
 
     Returns:
         The ``Explanation``; ``render_html`` turns it into the page.
@@ -221,11 +223,10 @@ def explain(model: torch.nn.Module | str | Path, *, text: str | None = None,
         ValueError: no attention weights, an input longer than the model's context, a text
             model without a tokenizer, or an input of the wrong kind.
     """
-    source = None
     if isinstance(model, (str, Path)):
         from formerkit.viz import load_model
 
-        source, model = model, load_model(model)
+        source, model = source or model, load_model(model)
     if not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     parameters = inspect.signature(model.forward).parameters
