@@ -141,10 +141,15 @@ class Browser:
                 return message
 
     # ---- page -----------------------------------------------------------------------------
-    def open(self, path: str | Path) -> None:
-        """Load a local file and wait for its load event."""
+    def open(self, path: str | Path, fragment: str = "") -> None:
+        """Load a local file (with ``#fragment``) and wait for its load event."""
+        if fragment:  # a new fragment on the same file would not reload it
+            self.open_url("about:blank")
+        self.open_url(Path(path).resolve().as_uri() + (f"#{fragment}" if fragment else ""))
+
+    def open_url(self, url: str) -> None:
         self._events.clear()
-        self.send("Page.navigate", {"url": Path(path).resolve().as_uri()})
+        self.send("Page.navigate", {"url": url})
         self.wait_for_event("Page.loadEventFired")
 
     def evaluate(self, expression: str) -> Any:
