@@ -206,7 +206,7 @@ def test_har_attends_step_to_step_with_per_step_labels():
     assert explanation.series["bands"]["labels"] == out.logits[0].argmax(-1).tolist()
     window, steps = explanation.predictions
     assert window["title"] == "Window activity (true: sit)"
-    assert steps["sequence"] == "steps" and len(steps["positions"]) == 20
+    assert steps["sequence"] == "step" and len(steps["positions"]) == 20
 
 
 def test_vanilla_forecaster_shows_encoder_cross_and_decoder_steps():
@@ -277,9 +277,9 @@ def test_page_is_self_contained_and_survives_hostile_text(tmp_path):
 
 
 def test_view_checks_its_labels():
-    axis = Axis("text", ["a", "b"])
+    axis = Axis("token", ["a", "b"])
     with pytest.raises(ValueError, match="2x2 but has 2 query and 3 key labels"):
-        AttentionView("self", "t", "n", axis, Axis("text", ["a", "b", "c"]),
+        AttentionView("self", "t", "n", axis, Axis("token", ["a", "b", "c"]),
                       [torch.full((1, 2, 2), 0.5)])
     assert render_html({"format": "x", "title": "<b>", "subtitle": "", "inputs": [],
                         "views": [], "predictions": [], "series": None}).count("&lt;b&gt;") == 1

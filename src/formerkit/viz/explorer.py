@@ -34,9 +34,9 @@ class Axis:
     """The items along one side of an attention map.
 
     Attributes:
-        sequence: name of the sequence the items belong to (``"text"``, ``"source"``,
-            ``"target"``, ``"steps"``, ...); views and prediction panels over the same
-            sequence share the focused item.
+        sequence: what the items are, a singular noun (``"token"``, ``"source"``,
+            ``"target"``, ``"step"``, ``"variate"``, ...); views and prediction panels over
+            the same sequence share the focused item.
         labels: one display label per item.
         titles: optional longer text per item (tooltips).
         spans: optional ``(curve, start, end)`` per item: the time range the item covers on the

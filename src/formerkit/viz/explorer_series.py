@@ -119,7 +119,7 @@ def _itransformer(model: torch.nn.Module, values: np.ndarray, *, top_k: int, tit
     n_tokens = out.attentions[0].shape[-1]
     labels = columns + [f"calendar {i}" for i in range(n_tokens - len(columns))]
     spans = [(c, 0, config.seq_len) if c < len(columns) else None for c in range(n_tokens)]
-    axis = Axis("variates", labels, titles=[f"token {i}: the whole lookback of {name}"
+    axis = Axis("variate", labels, titles=[f"token {i}: the whole lookback of {name}"
                                             for i, name in enumerate(labels)], spans=spans)
     view = AttentionView("variates", "Variate-by-variate attention",
                          "iTransformer: each token is one variate's whole lookback window; row: "
@@ -145,7 +145,7 @@ def _patchtst(model: torch.nn.Module, values: np.ndarray, *, top_k: int, title: 
         starts = [p * config.stride for p in range(n_patches)]
         # the last patches run into the end padding (repeats of the last step): clip the span
         spans = [(c, s, min(s + config.patch_len, config.seq_len)) for s in starts]
-        axis = Axis(f"patches:{name}", [f"p{p}" for p in range(n_patches)],
+        axis = Axis(f"{name} patch", [f"p{p}" for p in range(n_patches)],
                     titles=[f"patch {p} of {name}: steps {s}..{s + config.patch_len - 1}"
                             for p, s in enumerate(starts)], spans=spans)
         # the encoder batch is B * C: row c holds variate c of the only sample
@@ -169,11 +169,11 @@ def _vanilla_forecaster(model: torch.nn.Module, values: np.ndarray, *, top_k: in
     config = model.config
     out, prediction = _forecast(model, values, scaler, x_mark, y_mark)
     columns = _names(columns, config.n_vars)
-    lookback = Axis("lookback", [str(t) for t in range(config.seq_len)],
+    lookback = Axis("lookback step", [str(t) for t in range(config.seq_len)],
                     spans=[(None, t, t + 1) for t in range(config.seq_len)])
     first = config.seq_len - config.label_len  # the decoder starts label_len steps back
     n_decoder = config.label_len + config.pred_len
-    decoder = Axis("decoder", [str(first + t) for t in range(n_decoder)],
+    decoder = Axis("decoder step", [str(first + t) for t in range(n_decoder)],
                    spans=[(None, first + t, first + t + 1) for t in range(n_decoder)])
     views = [
         AttentionView("encoder", "Encoder self-attention", "row: a lookback step; columns: "
@@ -207,7 +207,7 @@ def _har(model: torch.nn.Module, values: np.ndarray, *, top_k: int, title: str, 
     logits = out.logits[0].float()  # (T, n_classes)
     classes = list(config.class_names or [f"class {i}" for i in range(config.n_classes)])
     channels = _names(columns, config.n_channels, config.channel_names)
-    axis = Axis("steps", [str(t) for t in range(steps)],
+    axis = Axis("step", [str(t) for t in range(steps)],
                 titles=[f"time step {t}" for t in range(steps)],
                 spans=[(None, t, t + 1) for t in range(steps)])
     view = AttentionView("steps", "Time-step attention", "each token is one time step of all "
@@ -219,7 +219,7 @@ def _har(model: torch.nn.Module, values: np.ndarray, *, top_k: int, title: str, 
     predictions = [
         {"kind": "scores", "title": window_title,
          "scores": softmax_top(window, classes, len(classes))},
-        {"kind": "per_position", "title": "Step activity", "sequence": "steps",
+        {"kind": "per_position", "title": "Step activity", "sequence": "step",
          "note": "the activity the model gives the focused step",
          "positions": {str(t): softmax_top(logits[t], classes, top_k) for t in range(steps)},
          "default": 0},

@@ -31,7 +31,7 @@ from formerkit.viz.explorer import (
 def _token_axis(tokenizer: Any, ids: list[int], sequence: str) -> Axis:
     pieces = [tokenizer.id_to_token(int(i)) or str(int(i)) for i in ids]
     return Axis(sequence, [display_token(p) for p in pieces],
-                titles=[f"{sequence} position {n}: {p!r} (id {i})"
+                titles=[f"{sequence} {n}: {p!r} (id {i})"
                         for n, (p, i) in enumerate(zip(pieces, ids))])
 
 
@@ -79,7 +79,7 @@ def explain_text(model: torch.nn.Module, tokenizer: Any, text: str | None, *,
     if pair is not None:
         inputs["token_type_ids"] = torch.tensor([types])
     out = run_with_attentions(model, **inputs)
-    axis = _token_axis(tokenizer, ids, "text")
+    axis = _token_axis(tokenizer, ids, "token")
     note = ("row: a token (query); columns: the tokens it reads (keys)"
             + (", earlier ones only (causal mask)" if causal else ""))
     views = [AttentionView("self", "Self-attention", note, axis, axis,
@@ -115,7 +115,7 @@ def _predictions(model: torch.nn.Module, tokenizer: Any, out: Any, ids: list[int
         label = _vocab_label(tokenizer)
         if causal:
             positions = range(len(ids))
-            panels.append({"kind": "per_position", "title": "Next token", "sequence": "text",
+            panels.append({"kind": "per_position", "title": "Next token", "sequence": "token",
                            "note": "what the model predicts right after the focused token",
                            "positions": {str(i): softmax_top(token_logits[0, i], label, top_k)
                                          for i in positions},
@@ -126,7 +126,7 @@ def _predictions(model: torch.nn.Module, tokenizer: Any, out: Any, ids: list[int
             note = ("what the masked-LM head puts at each [MASK]" if masked else
                     "no [MASK] in the text: what the masked-LM head puts at every position")
             positions = masked or range(len(ids))
-            panels.append({"kind": "per_position", "title": "Masked token", "sequence": "text",
+            panels.append({"kind": "per_position", "title": "Masked token", "sequence": "token",
                            "note": note,
                            "positions": {str(i): softmax_top(token_logits[0, i], label, top_k)
                                          for i in positions},
@@ -145,7 +145,7 @@ def _predictions(model: torch.nn.Module, tokenizer: Any, out: Any, ids: list[int
                            "scores": softmax_top(logits[0], names, logits.shape[-1])})
     elif logits is not None and logits.dim() == 3:
         names = _class_names(model, logits.shape[-1])
-        panels.append({"kind": "per_position", "title": "Token label", "sequence": "text",
+        panels.append({"kind": "per_position", "title": "Token label", "sequence": "token",
                        "note": "the label the model gives the focused token",
                        "positions": {str(i): softmax_top(logits[0, i], names, top_k)
                                      for i in range(len(ids))}, "default": 0})
