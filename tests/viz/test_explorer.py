@@ -328,3 +328,24 @@ def test_cli_series_model_reads_a_csv(tmp_path):
     payload = payload_of(output.read_text())
     assert payload["views"][0]["shape"] == [2, 2, 24, 24]
     assert [c["name"] for c in payload["series"]["curves"]] == ["x", "y", "z"]
+
+
+# ---- the guide -----------------------------------------------------------------------------
+def test_guide_images_exist_and_options_match_the_command():
+    from pathlib import Path
+
+    from formerkit.cli import build_parser
+
+    root = Path(__file__).resolve().parents[2]
+    guide = (root / "docs" / "explorer.md").read_text()
+    images = re.findall(r"\]\((images/[^)]+\.png)\)", guide)
+    assert len(images) >= 3
+    for image in images:
+        path = root / "docs" / image
+        assert path.is_file() and path.stat().st_size < 300_000, image
+    parser = build_parser(with_plots=False)
+    explain_parser = parser._subparsers._group_actions[0].choices["explain"]
+    known = {option for action in explain_parser._actions for option in action.option_strings}
+    documented = set(re.findall(r"^\| `(--[a-z-]+)", guide, re.M))
+    assert documented and documented <= known, documented - known
+    assert {"--text", "--pair", "--input", "--window", "--output"} <= known
