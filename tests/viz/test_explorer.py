@@ -349,3 +349,19 @@ def test_guide_images_exist_and_options_match_the_command():
     documented = set(re.findall(r"^\| `(--[a-z-]+)", guide, re.M))
     assert documented and documented <= known, documented - known
     assert {"--text", "--pair", "--input", "--window", "--output"} <= known
+
+
+@pytest.mark.parametrize("cls_name,title", [
+    ("BertForQuestionAnswering", "Answer span"), ("BertForTokenClassification", "Token label"),
+    ("BertForNextSentencePrediction", "Next sentence"),
+    ("GPTForSequenceClassification", "Label scores"), ("GPTModel", "Prediction"),
+])
+def test_every_head_gets_the_panel_its_outputs_call_for(cls_name, title):
+    import formerkit
+
+    cls = getattr(formerkit, cls_name)
+    model = tiny_text_model("gpt" if cls_name.startswith("GPT") else "bert", cls)
+    explanation = explain(model, text="the cat sat")
+    assert explanation.predictions[0]["title"] == title
+    causal_note = "causal mask" in explanation.views[0].note
+    assert causal_note == cls_name.startswith("GPT")  # read off the weights, not the class

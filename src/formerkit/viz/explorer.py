@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import inspect
 import json
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,8 @@ def run_with_attentions(model: torch.nn.Module, **inputs: Any) -> Any:
     return out
 
 
-def softmax_top(logits: torch.Tensor, labels: list[str] | Any, k: int) -> list[list[Any]]:
+def softmax_top(logits: torch.Tensor, labels: Sequence[str] | Callable[[int], str], k: int
+                ) -> list[list[Any]]:
     """``[[label, probability], ...]`` of the ``k`` most likely classes of one logits row;
     ``labels`` is a list or a callable id -> label."""
     probs = torch.softmax(logits.float(), dim=-1)

@@ -80,12 +80,22 @@ def explain_text(model: torch.nn.Module, tokenizer: Any, text: str | None, *,
         inputs["token_type_ids"] = torch.tensor([types])
     out = run_with_attentions(model, **inputs)
     axis = _token_axis(tokenizer, ids, "token")
+    weights = _per_layer(out.attentions)
     note = ("row: a token (query); columns: the tokens it reads (keys)"
-            + (", earlier ones only (causal mask)" if causal else ""))
-    views = [AttentionView("self", "Self-attention", note, axis, axis,
-                           _per_layer(out.attentions))]
-    predictions = _predictions(model, tokenizer, out, ids, causal=causal, top_k=top_k)
+            + (", earlier ones only (causal mask)" if _is_causal(weights) else ""))
+    views = [AttentionView("self", "Self-attention", note, axis, axis, weights)]
+    predictions = _predictions(model, tokenizer, out, ids, causal=causal, top_k=top_k,
+                               pairs="next_sentence_label" in parameters)
     return Explanation(title, subtitle, lines, views, predictions)
+
+
+def _is_causal(weights: list[torch.Tensor]) -> bool:
+    """Whether no query reads a later key (read off the weights, whatever the model)."""
+    n = weights[0].shape[-1]
+    if n < 2:
+        return False
+    later = torch.ones(n, n, dtype=torch.bool).triu(diagonal=1)
+    return all(float(w[:, later].abs().max()) == 0.0 for w in weights)
 
 
 def _vocab_label(tokenizer: Any):
@@ -101,8 +111,9 @@ def _class_names(model: torch.nn.Module, n: int) -> list[str]:
 
 
 def _predictions(model: torch.nn.Module, tokenizer: Any, out: Any, ids: list[int], *,
-                 causal: bool, top_k: int) -> list[dict[str, Any]]:
-    """Prediction panels read off the output fields (see the module docstring)."""
+                 causal: bool, top_k: int, pairs: bool = False) -> list[dict[str, Any]]:
+    """Prediction panels read off the output fields (see the module docstring); ``pairs``:
+    the model takes a ``next_sentence_label``, so its (B, 2) logits are is-next scores."""
     vocab = getattr(model.config, "vocab_size", None)
     token_logits = getattr(out, "prediction_logits", None)
     logits = getattr(out, "logits", None)
@@ -135,7 +146,10 @@ def _predictions(model: torch.nn.Module, tokenizer: Any, out: Any, ids: list[int
     if relationship is not None:
         panels.append({"kind": "scores", "title": "Next sentence",
                        "scores": softmax_top(relationship[0], ["is next", "random"], 2)})
-    if logits is not None and logits.dim() == 2:
+    if logits is not None and logits.dim() == 2 and pairs and logits.shape[-1] == 2:
+        panels.append({"kind": "scores", "title": "Next sentence",
+                       "scores": softmax_top(logits[0], ["is next", "random"], 2)})
+    elif logits is not None and logits.dim() == 2:
         if logits.shape[-1] == 1:
             panels.append({"kind": "text", "title": "Regression output",
                            "text": f"{float(logits[0, 0]):.4f}"})
