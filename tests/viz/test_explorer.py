@@ -365,3 +365,47 @@ def test_every_head_gets_the_panel_its_outputs_call_for(cls_name, title):
     assert explanation.predictions[0]["title"] == title
     causal_note = "causal mask" in explanation.views[0].note
     assert causal_note == cls_name.startswith("GPT")  # read off the weights, not the class
+
+
+class _NewFamilyLM(torch.nn.Module):
+    """A causal LM the explorer has never heard of (torch's own attention, its own config):
+    it only honours the contract, ``output_attentions=True`` -> ``attentions``."""
+
+    def __init__(self, vocab_size: int, width: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(vocab_size=vocab_size, max_seq_len=12)
+        self.embed = torch.nn.Embedding(vocab_size, width)
+        self.attention = torch.nn.MultiheadAttention(width, heads, batch_first=True)
+        self.head = torch.nn.Linear(width, vocab_size)
+
+    def forward(self, input_ids, attention_mask=None, output_attentions=False):
+        from formerkit.models.base import ModelOutput
+
+        x = self.embed(input_ids)
+        n = input_ids.shape[1]
+        future = torch.ones(n, n, dtype=torch.bool).triu(diagonal=1)
+        y, weights = self.attention(x, x, x, attn_mask=future, need_weights=output_attentions,
+                                    average_attn_weights=False)
+        return ModelOutput(logits=self.head(y),
+                           attentions=(weights,) if output_attentions else None)
+
+    def generate(self, input_ids, max_new_tokens=1):
+        return input_ids
+
+
+def test_a_new_family_works_without_changes():
+    tok = tiny_text_model("gpt").tokenizer
+    torch.manual_seed(0)
+    model = _NewFamilyLM(tok.vocab_size).eval()
+    explanation = explain(model, text="the cat sat", tokenizer=tok)
+    ids = torch.tensor([tok.encode("the cat sat", add_special_tokens=False)])
+    with torch.no_grad():
+        out = model(ids, output_attentions=True)
+    assert_same(decode_weights(explanation.views[0].to_payload()["weights"],
+                               explanation.views[0].shape), [out.attentions[0][0]])
+    assert explanation.predictions[0]["title"] == "Next token"
+    assert "causal mask" in explanation.views[0].note
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        explain(model, text=" ".join(["cat"] * 13), tokenizer=tok)

@@ -36,6 +36,8 @@ def pages(tmp_path_factory):
                            max_new_tokens=6),
         "har": explain(tiny_series_model("har"), series=series(steps=30), true_label=2),
         "patchtst": explain(tiny_series_model("patchtst"), series=series()),
+        "itransformer": explain(tiny_series_model("itransformer"), series=series(),
+                                columns=["a", "b", "c"]),
     }
     out = {}
     for name, explanation in made.items():
@@ -190,3 +192,20 @@ def test_patchtst_page_shows_one_curve_per_variate_view(browser, pages):
     n_patches = explanation.views[2].shape[2]
     assert (got["queries"], got["curves"]) == (n_patches, 1)
     assert browser.evaluate("document.querySelector('#series svg').dataset.curve") == "2"
+
+
+def test_itransformer_hover_shades_each_variate_curve_by_its_weight(browser, pages):
+    path, explanation = pages["itransformer"]
+    load(browser, path)
+    assert counts(browser)["curves"] == 3
+    browser.hover('#queries .tok[data-index="2"]')
+    row = torch.stack(explanation.views[0].weights)[0, 0, 2].numpy()
+    for curve in range(3):
+        opacity = browser.evaluate(f"Array.from(document.querySelectorAll('#series svg"
+                                   f"[data-curve=\"{curve}\"] .shade rect[fill=\"#2563eb\"]'))"
+                                   ".map(r => Number(r.getAttribute('fill-opacity')))")
+        assert len(opacity) == 32  # the variate token covers the whole lookback
+        np.testing.assert_allclose(opacity, 0.75 * row[curve] / row.max(), atol=2e-3)
+    forecast = browser.evaluate("document.querySelectorAll('#series polyline"
+                                "[stroke=\"#dc2626\"]').length")
+    assert forecast == 3
