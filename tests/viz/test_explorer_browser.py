@@ -164,6 +164,10 @@ def test_deep_link_opens_a_view_layer_head_and_token(browser, pages):
     decoder = torch.stack(explanation.views[1].weights)
     np.testing.assert_allclose(lit_weights(browser, "keys"), decoder[1, 3, 2].numpy(),
                                atol=TOLERANCE)
+    load(browser, path, "view=nope&layer=99&head=x&key=-5")  # bad values: clamped, no errors
+    state = json.loads(browser.evaluate("JSON.stringify(window.formerkitExplorer.state)"))
+    assert (state["view"], state["layer"], state["head"]) == (0, 1, 0)
+    assert state["focus"] == {"side": "key", "index": 0}
 
 
 def test_har_page_shades_the_series_by_attention(browser, pages):
