@@ -279,7 +279,8 @@ def build_parser(with_plots: bool = True) -> argparse.ArgumentParser:
                    help="split --window picks from (test)")
     p.add_argument("--top-k", type=int, default=5, help="entries per prediction (5)")
     p.add_argument("--max-new-tokens", type=int, default=40, help="seq2seq translation limit")
-    p.add_argument("--output", "-o", default="explain.html", help="output .html file")
+    p.add_argument("--output", "-o", default="explain.html",
+                   help="output .html file (explain.html)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("plot", help="draw a figure (PNG/SVG)",
