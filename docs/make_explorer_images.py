@@ -27,7 +27,7 @@ SHOTS = {
            '#queries .tok[data-index="3"]', 960),
     "copy": ({"text": "c a f e b j d g"}, "view=cross&layer=1&head=0",
              '#queries .tok[data-index="4"]', 740),
-    "itransformer": ({"window": 100}, "layer=1&head=0", '#queries .tok[data-index="6"]', 1000),
+    "itransformer": ({"window": 100}, "layer=1&head=0", '#queries .tok[data-index="6"]', 0),
     "patchtst": ({"window": 100}, "view=patches-6", '#queries .tok[data-index="11"]', 900),
     "har": ({"window": 700}, "layer=2&head=1", '#queries .tok[data-index="64"]', 0),
 }
