@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 
@@ -19,9 +21,12 @@ def tokenizer():
 
 
 def text_models() -> list[str]:
-    """Every registered model with a vocabulary (so the Llama family joins when it lands)."""
+    """Every registered model with a vocabulary and attention weights (so the Llama family
+    joins when it lands; test-only toy models without ``output_attentions`` do not)."""
     return [name for name in list_models()
-            if "vocab_size" in get_model_entry(name).config_class.field_names()]
+            if "vocab_size" in get_model_entry(name).config_class.field_names()
+            and "output_attentions" in
+            inspect.signature(get_model_entry(name).model_class.forward).parameters]
 
 
 def tiny_text_model(name: str, cls=None, **overrides):
