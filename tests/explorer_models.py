@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import numpy as np
@@ -16,7 +17,9 @@ TINY_TEXT = dict(d_model=32, n_heads=4, n_layers=2, n_encoder_layers=2, n_decode
                  d_ff=48, max_seq_len=24, dropout=0.0, pad_token_id=0)
 
 
+@functools.lru_cache(maxsize=1)
 def tokenizer():
+    """One WordPiece vocabulary for every tiny text model (trained once per session)."""
     return train_wordpiece(CORPUS, vocab_size=60)
 
 
