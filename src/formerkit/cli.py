@@ -190,6 +190,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from formerkit.viz.explorer_runs import write_directory_page
+
+    print(write_directory_page(args.dir, args.output, text=args.text, pair=args.pair,
+                               target=args.target, input_path=args.input, window=args.window,
+                               split=args.split, top_k=args.top_k,
+                               max_new_tokens=args.max_new_tokens))
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from formerkit.viz import PLOT_COMMANDS
 
@@ -259,6 +269,25 @@ def build_parser(with_plots: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--output", "-o", default=None, help="output file")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("explain", help="write an attention explorer page (one HTML file)",
+                       description="Write one self-contained HTML page showing, per layer and "
+                       "head, what the model in DIR attends to for one input, and what it "
+                       "predicts. Text models read --text (and --pair, --target); time-series "
+                       "models read --input FILE or --window N of the run's data.")
+    p.add_argument("dir", metavar="DIR", help="run directory or model directory")
+    p.add_argument("--text", help="input text (source sentence for seq2seq)")
+    p.add_argument("--pair", help="second segment of a sentence-pair model (BERT)")
+    p.add_argument("--target", help="seq2seq: target fed to the decoder (default: greedy)")
+    p.add_argument("--input", "-i", help="time series: CSV as `formerkit predict` reads it")
+    p.add_argument("--window", type=int, help="time series: window of the run's data (0)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="split --window picks from (test)")
+    p.add_argument("--top-k", type=int, default=5, help="entries per prediction (5)")
+    p.add_argument("--max-new-tokens", type=int, default=40, help="seq2seq translation limit")
+    p.add_argument("--output", "-o", default="explain.html",
+                   help="output .html file (explain.html)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("plot", help="draw a figure (PNG/SVG)",
                        description="Draw a figure; each KIND has its own options.")

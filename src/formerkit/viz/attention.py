@@ -120,18 +120,14 @@ def attention_maps(model, input_ids: torch.Tensor, *,
         ``{"self": ...}`` for encoder-only and decoder-only models, or ``{"encoder", "decoder",
         "cross"}`` for encoder-decoders; each a tuple of per-layer (B, H, Tq, Tk) tensors.
     """
-    kwargs = {"input_ids": input_ids, "output_attentions": True}
+    from formerkit.viz.explorer import run_with_attentions  # the explorer's capture, too
+
+    kwargs = {"input_ids": input_ids}
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
     if decoder_input_ids is not None:
         kwargs["decoder_input_ids"] = decoder_input_ids
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(**kwargs)
-    finally:
-        model.train(was_training)
+    out = run_with_attentions(model, **kwargs)
     if decoder_input_ids is not None:
         found = {"encoder": out.encoder_attentions, "decoder": out.attentions,
                  "cross": out.cross_attentions}
