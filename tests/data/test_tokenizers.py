@@ -247,3 +247,29 @@ def test_wordpiece_training_is_deterministic_and_matches_huggingface_trainer():
                                                       "[MASK]")] == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="trainer"):
         train_wordpiece(text, 80, trainer="sentencepiece")
+
+
+def test_call_arguments_decide_padding_and_truncation_not_the_saved_file(tmp_path):
+    """A tokenizer.json that saved padding to 128 and truncation to 6 (as sentence-transformers
+    directories do): padding=True pads to the longest row, as transformers does, and nothing
+    is truncated unless max_length says so; the saved settings survive the call."""
+    transformers = pytest.importorskip("transformers")
+    from formerkit.data.tokenizers import load_tokenizer, train_wordpiece
+
+    tokenizer = train_wordpiece(["the cat sat on the mat and the dog sat too"] * 20, 60)
+    tokenizer.backend.enable_padding(length=128, pad_id=tokenizer.pad_token_id,
+                                     pad_token="[PAD]")
+    tokenizer.backend.enable_truncation(6)
+    tokenizer.save(tmp_path)
+    ours = load_tokenizer(tmp_path)
+    reference = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    texts = ["the cat", "the dog sat on the mat and the cat sat too"]
+    got = ours.encode_batch(texts)
+    expected = reference(texts, padding=True, return_tensors="pt")
+    assert got["input_ids"].shape[1] == expected["input_ids"].shape[1] < 128
+    assert torch.equal(got["input_ids"], expected["input_ids"])
+    assert torch.equal(got["attention_mask"], expected["attention_mask"])
+    assert ours.encode(texts[1]) == reference(texts[1])["input_ids"]  # not cut to 6
+    cut = ours.encode_batch(texts, max_length=5)
+    assert cut["input_ids"].shape[1] == 5
+    assert ours.backend.padding["length"] == 128 and ours.backend.truncation["max_length"] == 6

@@ -230,3 +230,26 @@ def test_mismatched_shapes_name_the_tensor(tmp_path):
     with pytest.raises(ValueError, match=r"embed_positions.weight.*model.safetensors|"
                                          r"model.safetensors.*embed_positions.weight"):
         GPTForCausalLM.from_pretrained(tmp_path)
+
+
+def test_special_ids_outside_the_vocabulary_load_with_a_warning(tmp_path):
+    """transformers accepts vocab_size 99 with GPT-2's default bos/eos 50256; so does formerkit,
+    keeping those ids out of generation, and output_attentions comparisons work."""
+    config = transformers.GPT2Config(vocab_size=99, n_positions=16, n_embd=24, n_head=2,
+                                     n_layer=1, attn_implementation="eager")
+    assert config.bos_token_id == 50256
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    hf.save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="bos_token_id=50256 is outside the vocabulary of 99"):
+        ours = formerkit.from_pretrained(tmp_path)
+    assert ours.config.bos_token_id is None and ours.config.eos_token_id is None
+    assert not (ours.generation_config or {}).get("eos_token_id")
+    ids = torch.randint(0, 99, (2, 7))
+    ours.config.backend = "math"
+    for layer in ours.transformer.encoder.layers:
+        layer.self_attn.backend = "math"
+    with torch.no_grad():
+        theirs = hf(ids, output_attentions=True).attentions
+        mine = ours(ids, output_attentions=True).attentions
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(mine, theirs))
+    assert ours.generate(ids[:, :3], max_new_tokens=4).shape == (2, 7)

@@ -9,8 +9,9 @@ reads. Which token plays which role (pad, bos, eos, ...) is written beside it in
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +136,33 @@ class Tokenizer:
         if pair is not None:
             _check_text("pair", pair)
         try:
-            return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).ids
+            with self._call_settings(None, False):
+                return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).ids
         except Exception as err:
             raise self._encode_error(text if pair is None else text + pair, err) from None
+
+    @contextlib.contextmanager
+    def _call_settings(self, max_length: int | None, truncation: str | bool) -> Iterator[None]:
+        """The call's truncation and no padding, whatever ``tokenizer.json`` saved (a
+        sentence-transformers file may pad every row to 128), restored afterwards so the
+        setting never leaks into ``save()`` or later calls; as transformers' ``__call__``."""
+        backend = self.backend
+        truncation_before, padding_before = backend.truncation, backend.padding
+        backend.no_padding()
+        if truncation and max_length is not None:
+            backend.enable_truncation(max_length, strategy=truncation)
+        else:
+            backend.no_truncation()
+        try:
+            yield
+        finally:
+            if truncation_before is None:
+                backend.no_truncation()
+            else:
+                backend.enable_truncation(**truncation_before)
+            if padding_before is not None:
+                backend.enable_padding(**{k: v for k, v in padding_before.items()
+                                          if k != "length" or v is not None})
 
     def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                      max_length: int | None = None, truncation: str | bool = "longest_first",
@@ -182,19 +207,12 @@ class Tokenizer:
         if padding is False and return_tensors:
             raise ValueError("padding=False gives ragged rows: pass return_tensors=False")
         inputs = list(texts) if pairs is None else list(zip(texts, pairs))
-        previous = self.backend.truncation
-        if truncation and max_length is not None:
-            self.backend.enable_truncation(max_length, strategy=truncation)
         try:
-            encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+            with self._call_settings(max_length, truncation):
+                encodings = self.backend.encode_batch(inputs,
+                                                      add_special_tokens=add_special_tokens)
         except Exception as err:
             raise self._encode_error("".join(texts) + "".join(pairs or []), err) from None
-        finally:
-            # restore, so the setting never leaks into save() or later calls
-            if previous is None:
-                self.backend.no_truncation()
-            else:
-                self.backend.enable_truncation(**previous)
         ids = [e.ids for e in encodings]
         types = [e.type_ids for e in encodings]
         masks = [[1] * len(row) for row in ids]

@@ -21,6 +21,7 @@ from formerkit.models.base import (
     load_state_dict_into,
     load_weights,
     save_state_dict,
+    without_out_of_vocab_ids,
 )
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def load_hf(cls: type[PreTrainedModel], path: Path, raw_config: dict[str, Any],
     if cls.__name__ not in converter.architectures.values():
         raise ValueError(f"{path} holds a HuggingFace {raw_config.get('model_type')!r} "
                          f"checkpoint, which cannot be loaded as {cls.__name__}")
-    values = converter.config_from_hf(raw_config)
+    values = without_out_of_vocab_ids(converter.config_from_hf(raw_config), path / CONFIG_NAME)
     values.update(overrides)
     config: ConfigBase = cls.config_class.from_dict(values)
     model = cls(config)

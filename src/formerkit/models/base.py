@@ -116,13 +116,40 @@ class PreTrainedModel(nn.Module):
             values.update(config_overrides)
             model = cls(cls.config_class.from_dict(values))
             load_state_dict_into(model, load_weights(path), source=path / WEIGHTS_NAME)
-        model.generation_config = _read_json(path / GENERATION_CONFIG_NAME, default=None) \
-            or model.generation_config
+        saved = _read_json(path / GENERATION_CONFIG_NAME, default=None)
+        if saved:
+            saved = without_out_of_vocab_ids(
+                {"vocab_size": getattr(model.config, "vocab_size", None), **saved},
+                path / GENERATION_CONFIG_NAME)
+            saved.pop("vocab_size")
+        model.generation_config = saved or model.generation_config
         from formerkit.data.tokenizers import load_tokenizer_if_present
 
         model.tokenizer = load_tokenizer_if_present(path)
         model.eval()
         return model
+
+
+def without_out_of_vocab_ids(values: dict[str, Any], source: Path) -> dict[str, Any]:
+    """``values`` with bos/eos/pad ids outside ``values["vocab_size"]`` left out, with a
+    warning: transformers accepts such configs (GPT-2's default 50256 with a small
+    vocabulary), so formerkit loads them too, but generation must not default to a token the
+    model cannot produce."""
+    import warnings
+
+    vocab = values.get("vocab_size")
+    if not isinstance(vocab, int):
+        return values
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = values.get(name)
+        ids = value if isinstance(value, list) else [value]
+        kept = [i for i in ids if i is None or isinstance(i, int) and 0 <= i < vocab]
+        if len(kept) == len(ids):
+            continue
+        warnings.warn(f"{source}: {name}={value!r} is outside the vocabulary of {vocab}; it "
+                      "is left out of the generation defaults", stacklevel=3)
+        values[name] = (kept or None) if isinstance(value, list) else None
+    return values
 
 
 def _check_compatible_class(cls: type, saved_class: str, path: Path) -> None:
