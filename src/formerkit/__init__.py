@@ -9,6 +9,7 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
+"""The installed formerkit version (also in ``pyproject.toml``)."""
 
 _EXPORTS = {
     # registry and loading

@@ -66,8 +66,9 @@ class Tokenizer:
 
     Attributes:
         vocab_size: number of ids, added tokens included.
-        pad_token_id, bos_token_id, eos_token_id, unk_token_id, mask_token_id, cls_token_id,
-        sep_token_id: the id of each role, ``None`` where the vocabulary has no such token.
+        pad_token_id, bos_token_id, eos_token_id, unk_token_id: the id of each role,
+            ``None`` where the vocabulary has no such token.
+        mask_token_id, cls_token_id, sep_token_id: the same.
     """
 
     def __init__(self, backend: Backend, special_tokens: dict[str, str | None] | None = None,

@@ -49,8 +49,8 @@ class Trainer:
         metrics: ``metrics(model_output, batch) -> {name: value}`` for the built-in loop.
         output_dir: run directory (``log.jsonl``, ``metrics.json``, ``checkpoint/``,
             ``model/``); running again with the same directory resumes.
-        batch_sampler, count_tokens, save_artifacts, after_training, metric_for_best,
-            greater_is_better: as in ``TaskSetup``.
+        batch_sampler, count_tokens, save_artifacts: as in ``TaskSetup``.
+        after_training, metric_for_best, greater_is_better: as in ``TaskSetup``.
         recipe: the resolved recipe, written to ``output_dir/recipe.yaml``.
     """
 

@@ -250,14 +250,14 @@ class Crossformer(Forecaster):
             ceil(S_{l-1} / win_size)), S_out = ``out_segments`` and R = ``n_routers``:
 
             - ``encoder_attentions``: three tensors per encoder scale l, flat, in
-              ``TWO_STAGE`` order: time (B * C, heads, S_l, S_l) among the segments of one
-              variate (row b * C + c), sender (B * S_l, heads, R, C) routers reading the
-              variates of one segment (row b * S_l + s), receiver (B * S_l, heads, C, R)
-              variates reading the routers.
+                ``TWO_STAGE`` order: time (B * C, heads, S_l, S_l) among the segments of one
+                variate (row b * C + c), sender (B * S_l, heads, R, C) routers reading the
+                variates of one segment (row b * S_l + s), receiver (B * S_l, heads, C, R)
+                variates reading the routers.
             - ``attentions``: the same three per decoder layer (n_layers + 1 layers) with
-              S_out segments.
+                S_out segments.
             - ``cross_attentions``: per decoder layer j, (B * C, heads, S_out, S_j) from the
-              decoder segments to encoder scale j (j = 0: the embedded input segments).
+                decoder segments to encoder scale j (j = 0: the embedded input segments).
 
             Empty dict otherwise.
         """
