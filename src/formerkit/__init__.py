@@ -52,6 +52,9 @@ _EXPORTS = {
     "PatchTST": "formerkit.models.timeseries.patchtst",
     "CrossformerConfig": "formerkit.models.timeseries.crossformer",
     "Crossformer": "formerkit.models.timeseries.crossformer",
+    # sentence embeddings
+    "SentenceEncoder": "formerkit.embeddings",
+    "load_sentence_encoder": "formerkit.embeddings",
     # training
     "train": "formerkit.train.api",
     "Trainer": "formerkit.train.trainer",

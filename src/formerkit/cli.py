@@ -190,6 +190,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from formerkit.embeddings import load_sentence_encoder, write_embeddings
+
+    input_path = Path(args.input)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"input file {input_path} does not exist")
+    texts = [line.rstrip("\n") for line in input_path.read_text(encoding="utf-8").splitlines()]
+    if not texts:
+        raise ValueError(f"input file {input_path} has no lines to embed")
+    _, model_dir = resolve_dir(args.dir)
+    encoder = load_sentence_encoder(_check_model_dir(model_dir))
+    vectors = encoder.encode(texts, batch_size=args.batch_size)
+    print(write_embeddings(vectors, args.output), file=sys.stderr)
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from formerkit.viz.explorer_runs import write_directory_page
 
@@ -269,6 +285,16 @@ def build_parser(with_plots: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--output", "-o", default=None, help="output file")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("embed", help="sentence embeddings of a text file, one per line",
+                       description="Embed every line of a UTF-8 file with the encoder in DIR "
+                       "(a sentence-transformers directory uses its pooling and "
+                       "normalisation; another model directory mean-pools its token states).")
+    p.add_argument("dir", metavar="DIR", help="sentence-transformers, model or run directory")
+    p.add_argument("--input", "-i", required=True, help="text file, one sentence per line")
+    p.add_argument("--output", "-o", required=True, help="output .npy (or .txt) file")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (32)")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("explain", help="write an attention explorer page (one HTML file)",
                        description="Write one self-contained HTML page showing, per layer and "
