@@ -28,7 +28,8 @@ def _st_dir(tmp_path, *, mode="mean", normalize=True):
         attn_implementation="eager")).eval()
     bert.save_pretrained(tmp_path)
     tokenizer.save(tmp_path)
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    modules = [{"idx": 0, "name": "0", "path": "",
+                "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling",
                 "type": "sentence_transformers.models.Pooling"}]
     if normalize:
