@@ -36,7 +36,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from formerkit.train.errors import TrainingError
 
     return (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-            PermissionError, KeyError, ModuleNotFoundError, TrainingError)
+            PermissionError, FileExistsError, KeyError, ModuleNotFoundError, TrainingError)
 
 
 def _message(err: BaseException) -> str:
@@ -115,8 +115,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from formerkit.train.recipe import list_recipes
+    from formerkit.train.recipe import list_recipes, recipe_path
 
+    if args.action == "show":
+        print(recipe_path(args.name).read_text(), end="")
+        return 0
+    if args.action == "copy":
+        source, target = recipe_path(args.name), Path(args.file)
+        if target.is_dir():
+            target = target / source.name
+        if target.exists() and not args.force:
+            raise FileExistsError(f"{target} already exists; pass --force to overwrite it")
+        target.write_text(source.read_text())
+        print(f"wrote {target}; train it with: formerkit train {target}", file=sys.stderr)
+        return 0
     recipes = list_recipes()
     width = max((len(name) for name in recipes), default=0)
     for name, description in recipes.items():
@@ -129,6 +141,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from formerkit.models.base import load_state_dict_into, load_weights
     from formerkit.train.distributed import resolve_device
+    from formerkit.train.progress import evaluation_bar
     from formerkit.train.recipe import load_recipe
 
     run, model_dir = resolve_dir(args.dir)
@@ -141,19 +154,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     load_state_dict_into(model, load_weights(_check_model_dir(model_dir)), source=model_dir)
     device = resolve_device(args.device)
     model.to(device).eval()
+    splits = args.split or list(DEFAULT_SPLITS)
     metrics: dict[str, float] = {}
+    missing: dict[str, str] = {}
     with torch.no_grad():
-        for split in args.split:
-            values = setup.evaluate(model, split) or {}
+        for split in splits:
+            try:
+                with evaluation_bar(model, split):
+                    values = setup.evaluate(model, split)
+            except KeyError as err:  # tasks keep their splits in a dict
+                values, missing[split] = None, _message(err)
+            if not values:
+                missing.setdefault(split, "the task returned no metrics")
+                continue
             metrics.update({f"{split}_{k}": float(v) for k, v in values.items()})
+    if missing and (args.split or not metrics):
+        raise ValueError(f"{run} has no {', '.join(missing)} split to evaluate "
+                         f"({'; '.join(f'{k}: {v}' for k, v in missing.items())})")
+    for split in missing:
+        print(f"formerkit: note: {run} has no {split} split; evaluated "
+              f"{', '.join(s for s in splits if s not in missing)} only", file=sys.stderr)
     print(json.dumps(metrics, indent=2))
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     task, model_dir = task_for(args.dir, "generate")
-    names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_beams")
+    names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_beams",
+             "repetition_penalty")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.temperature is not None and args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if args.greedy or args.temperature == 0:  # as llama.cpp and vLLM: temperature 0 is greedy
+        options.pop("temperature", None)
+        options["do_sample"] = False
+    elif args.sample:
+        options["do_sample"] = True
+    if args.device != "auto":  # the built-in tasks pick `auto` themselves
+        options["device"] = args.device
     print(task.generate(model_dir, args.prompt, **options))
     return 0
 
@@ -180,11 +218,13 @@ def _plain(value: Any) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from formerkit.export import export_model
+    from formerkit.export import export
 
     _, model_dir = resolve_dir(args.dir)
-    out = export_model(_check_model_dir(model_dir), format=args.format, output=args.output)
-    print(out)
+    result = export(_check_model_dir(model_dir), format=args.format, output=args.output)
+    for line in result.summary():
+        print(line, file=sys.stderr)
+    print(result.path)
     return 0
 
 
@@ -198,71 +238,196 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 # ---- parser --------------------------------------------------------------------------------
-def build_parser(with_plots: bool = True) -> argparse.ArgumentParser:
-    """The argument parser; ``with_plots`` imports ``formerkit.viz`` to list plot kinds."""
+DEFAULT_SPLITS = ("val", "test")
+DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to options whose help does not state its default, and keeps
+    the line breaks of texts that have them (the epilogs' lists and examples)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or \
+                action.option_strings == [] or isinstance(action, argparse._VersionAction):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        return f"{text} (default: {shown})"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def version() -> str:
+    """The installed formerkit version (read without importing torch)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("formerkit")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def _train_epilog() -> str:
+    """Recipes and trainer keys for ``train --help`` (read from the recipe files and the
+    ``TrainerConfig`` dataclass, so the list cannot go stale)."""
+    import dataclasses
+
+    from formerkit.train.config import TrainerConfig
+    from formerkit.train.recipe import list_recipes
+
+    recipes = list_recipes()
+    width = max((len(name) for name in recipes), default=0)
+    lines = ["recipes (formerkit recipes show NAME prints one):"]
+    lines += [f"  {name:<{width}}  {_short(text, 78 - width)}" for name, text in recipes.items()]
+    lines += ["", "trainer keys (trainer.KEY=VALUE; model.*, data.* and task.* keys are the "
+              "recipe's own):"]
+    items = [f"{f.name}={_default_text(f)}" for f in dataclasses.fields(TrainerConfig)]
+    line = " "
+    for item in items:
+        if len(line) + len(item) > 92:
+            lines.append(line.rstrip())
+            line = " "
+        line += f" {item}"
+    lines += [line.rstrip(), "", "examples:", "  formerkit train", "  formerkit train "
+              "gpt-shakespeare-char trainer.max_steps=200 model.n_layers=2 -o runs/small",
+              "  torchrun --nproc-per-node 2 -m formerkit train bert-sst2"]
+    return "\n".join(lines)
+
+
+def _default_text(field: Any) -> str:
+    import dataclasses
+
+    value = field.default if field.default is not dataclasses.MISSING else "?"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) \
+        else str(value)
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:max(width - 3, 10)].rstrip() + "..."
+
+
+def build_parser(with_plots: bool = True, command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``with_plots`` imports ``formerkit.viz`` to list plot kinds, and
+    ``command == "train"`` reads the recipes and trainer keys for ``train --help``."""
     parser = _Parser(prog="formerkit", description="Train, evaluate and use Transformer "
-                     "models described by recipes.")
+                     "models described by recipes.", formatter_class=_HelpFormatter,
+                     epilog="Run 'formerkit COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"formerkit {version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("train", help="train a recipe (resumes when DIR holds a checkpoint)",
-                       description="Train RECIPE (a shipped recipe name or a YAML path; default "
-                       f"{DEFAULT_RECIPE}) with section.key=value overrides, e.g. "
-                       "trainer.max_steps=200 model.n_layers=4. Running again with the same "
-                       "--output-dir resumes from the last good checkpoint.")
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+    p = add("train", help="train a recipe (resumes when DIR holds a checkpoint)",
+            description="Train RECIPE (a shipped recipe name or a YAML path; default "
+            f"{DEFAULT_RECIPE}) with section.key=value overrides, e.g. "
+            "trainer.max_steps=200 model.n_layers=4. Running again with the same "
+            "--output-dir resumes from the last good checkpoint.",
+            epilog=_train_epilog() if command == "train" else None)
     p.add_argument("args", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]")
     p.add_argument("--output-dir", "-o", default=None,
-                   help="run directory (default runs/RECIPE)")
+                   help="run directory (default: runs/RECIPE)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("recipes", help="list the shipped recipes",
-                       description="List the recipes shipped with formerkit.")
-    p.set_defaults(func=cmd_recipes)
+    p = add("recipes", help="list, show or copy the shipped recipes",
+            description="List the recipes shipped with formerkit; 'show NAME' prints one, "
+            "'copy NAME FILE' writes it to FILE to edit and train.",
+            epilog="examples:\n  formerkit recipes show gpt-shakespeare-char\n"
+            "  formerkit recipes copy gpt-shakespeare-char my.yaml && formerkit train my.yaml")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    show = actions.add_parser("show", help="print a recipe's YAML",
+                              description="Print a shipped recipe's YAML.")
+    show.add_argument("name", metavar="NAME", help="recipe name (see 'formerkit recipes')")
+    copy = actions.add_parser("copy", help="copy a recipe to a file to edit",
+                              description="Write a shipped recipe to FILE (or into a folder).")
+    copy.add_argument("name", metavar="NAME", help="recipe name")
+    copy.add_argument("file", metavar="FILE", help="target .yaml file or folder")
+    copy.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_recipes, action=None)
 
-    p = sub.add_parser("evaluate", help="evaluate a trained run",
-                       description="Rebuild a run's task from DIR/recipe.yaml, load DIR/model "
-                       "and print its metrics as JSON.")
+    p = add("evaluate", help="evaluate a trained run",
+            description="Rebuild a run's task from DIR/recipe.yaml, load DIR/model and print "
+            "its metrics as JSON. Splits the run lacks are named on stderr (an error when "
+            "asked for with --split).")
     p.add_argument("dir", metavar="DIR", help="run directory or its model/ directory")
-    p.add_argument("--split", nargs="+", default=["val", "test"], help="splits (val test)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--split", nargs="+", default=None, metavar="SPLIT",
+                   help="splits to evaluate (default: val test, those the run has)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="where to run (auto: CUDA when available, else CPU)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("generate", help="generate text from a trained model",
-                       description="Generate from a run or model directory with its task.")
+    p = add("generate", help="generate text from a trained model",
+            description="Generate from a run or model directory with its task (GPT: continue "
+            "the prompt; seq2seq: translate it). Unset options come from the model's "
+            "generation_config.json.",
+            epilog="examples:\n  formerkit generate runs/gpt-shakespeare-char --prompt ROMEO: "
+            "--greedy\n  formerkit generate runs/gpt-shakespeare-char --prompt ROMEO: "
+            "--temperature 0.8 --top-k 40 --seed 1")
     p.add_argument("dir", metavar="DIR", help="run directory or model directory")
-    p.add_argument("--prompt", required=True, help="input text")
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--prompt", required=True, help="input text (required)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens to generate (default: the task's, 200 for GPT)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--greedy", action="store_true",
+                      help="pick the most likely token each step (also: --temperature 0)")
+    mode.add_argument("--sample", action="store_true",
+                      help="sample even if the generation config says do_sample=false")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature; 0 means greedy (default: generation config)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sample among the k most likely tokens (default: generation config)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="nucleus sampling: smallest set of tokens with probability >= p "
+                   "(default: generation config, else off)")
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help="> 1 discourages repeating tokens (CTRL's penalty) (default: 1.0, off)")
+    p.add_argument("--num-beams", type=int, default=None, help="beam search with this many "
+                   "beams, no sampling (default: generation config, else 1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed for sampling (default: none, a fresh draw)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="where to run (auto: CUDA when available, else CPU)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("predict", help="predict for your own input file",
-                       description="Run a trained model's task on a file (labels, forecasts, "
-                       "activity labels).")
+    p = add("predict", help="predict for your own input file",
+            description="Run a trained model's task on a file (labels, forecasts, "
+            "activity labels).")
     p.add_argument("dir", metavar="DIR", help="run directory or model directory")
     p.add_argument("--input", "-i", required=True, help="input file")
     p.add_argument("--output", "-o", default=None, help="write here instead of stdout")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export a trained model (ONNX)",
-                       description="Export a run's or model directory's model.")
+    p = add("export", help="export a trained model (ONNX, HuggingFace)",
+            description="Export a run's or model directory's model and check it against "
+            "PyTorch: onnx runs the file in onnxruntime, hf loads the directory with "
+            "transformers (when installed); the largest difference is printed.",
+            epilog="needs: pip install 'formerkit[onnx]' for --format onnx")
     p.add_argument("dir", metavar="DIR", help="run directory or model directory")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--output", "-o", default=None, help="output file")
+    p.add_argument("--format", default="onnx", choices=["onnx", "hf"],
+                   help="onnx: model.onnx (or encoder.onnx + decoder.onnx for seq2seq); "
+                   "hf: a HuggingFace directory")
+    p.add_argument("--output", "-o", default=None,
+                   help="output file (onnx) or directory (hf) (default: DIR/model.onnx or "
+                   "DIR/hf)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("plot", help="draw a figure (PNG/SVG)",
-                       description="Draw a figure; each KIND has its own options.")
+    p = add("plot", help="draw a figure (PNG/SVG)",
+            description="Draw a figure; each KIND has its own options. Figures of a run go "
+            "into its directory unless --output says otherwise.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     if with_plots:
         from formerkit.viz import PLOT_COMMANDS
 
-        for kind, command in sorted(PLOT_COMMANDS.items()):
-            kp = kinds.add_parser(kind, help=command.help, description=command.help)
-            command.add_arguments(kp)
+        for kind, command_ in sorted(PLOT_COMMANDS.items()):
+            kp = kinds.add_parser(kind, help=command_.help, description=command_.help)
+            command_.add_arguments(kp)
     p.set_defaults(func=cmd_plot)
     return parser
 
@@ -274,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
-        parser = build_parser(with_plots=command == "plot")
+        parser = build_parser(with_plots=command == "plot", command=command)
         args, extra = parser.parse_known_args(argv)
         if extra:  # overrides after an option: `train RECIPE -o DIR key=value`
             if args.command != "train" or any(item.startswith("-") for item in extra):

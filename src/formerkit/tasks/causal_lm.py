@@ -159,18 +159,21 @@ class CausalLMTask(Task):
     def generate(self, model_dir: Path, prompt: str, **options: Any) -> str:
         """Continue ``prompt`` with the model saved in ``model_dir``.
 
-        Options: ``max_new_tokens`` (default 200), ``temperature``, ``top_k``, ``top_p``
-        (defaults from the saved generation config), ``seed``, ``do_sample``, ``num_beams``
-        (beam search, no sampling), ``repetition_penalty``.
+        Options: ``max_new_tokens`` (default 200), ``temperature`` (0 = greedy), ``top_k``,
+        ``top_p`` (defaults from the saved generation config), ``seed``, ``do_sample``,
+        ``num_beams`` (beam search, no sampling), ``repetition_penalty``, ``device``
+        (``auto``: CUDA when available).
         """
         import formerkit
+        from formerkit.train.distributed import resolve_device
 
         known = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "do_sample",
-                 "num_beams", "repetition_penalty")
+                 "num_beams", "repetition_penalty", "device")
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ValueError(f"unknown generate options {unknown}; expected some of {known}")
-        model = formerkit.from_pretrained(model_dir)
+        device = resolve_device(options.pop("device", None) or "auto")
+        model = formerkit.from_pretrained(model_dir).to(device)
         if model.tokenizer is None:
             raise ValueError(f"{model_dir} has no tokenizer (tokenizer.json): cannot encode "
                              "the prompt")
@@ -179,6 +182,9 @@ class CausalLMTask(Task):
                     if saved.get(k) is not None}
         settings.update({k: v for k, v in options.items() if v is not None})
         max_new = settings.pop("max_new_tokens", 200)
+        if settings.get("temperature") == 0:  # temperature 0 is greedy (llama.cpp, vLLM)
+            settings.pop("temperature")
+            settings["do_sample"] = False
         if settings.get("num_beams", 1) > 1:
             settings["do_sample"] = False
         return sample(model, model.tokenizer, prompt, max_new, **settings)

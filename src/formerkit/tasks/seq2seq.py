@@ -30,6 +30,7 @@ from formerkit.data.translation import (
     synthetic_pairs,
     token_batches,
 )
+from formerkit.extras import require
 from formerkit.models.transformer import shift_tokens_right
 from formerkit.tasks.base import Task, TaskSetup, register_task
 
@@ -166,8 +167,7 @@ def score(hypotheses: list[str], references: list[str], synthetic: bool) -> dict
     if synthetic:
         hits = sum(h.split() == r.split() for h, r in zip(hypotheses, references))
         return {"exact_match": hits / max(len(references), 1)}
-    import sacrebleu
-
+    sacrebleu = require("sacrebleu", "BLEU scoring")
     return {"bleu": sacrebleu.corpus_bleu(hypotheses, [references], tokenize="13a",
                                           lowercase=True).score,
             "bleu_cased": sacrebleu.corpus_bleu(hypotheses, [references],
@@ -186,6 +186,8 @@ class Seq2SeqTask(Task):
               *, seed: int) -> TaskSetup:
         from formerkit.models.registry import create_model
 
+        if data.dataset not in SYNTHETIC:  # test BLEU: fail now, not after training
+            require("sacrebleu", f"BLEU scoring of data.dataset={data.dataset}")
         started = time.perf_counter()
         tokenizer, splits = _build_data(data, seed)
         fields = {k: v for k, v in model.items() if k not in ("name", "preset")}
@@ -257,11 +259,22 @@ class Seq2SeqTask(Task):
         """Translate ``prompt`` with the model saved in ``model_dir``.
 
         Options: ``num_beams``, ``length_penalty``, ``max_new_tokens`` (defaults from the
-        saved generation config).
+        saved generation config), ``do_sample=False`` (translation decodes greedily or by
+        beam search), ``device`` (``auto``: CUDA when available).
         """
         import formerkit
+        from formerkit.train.distributed import resolve_device
 
-        model = formerkit.from_pretrained(model_dir)
+        known = ("num_beams", "length_penalty", "max_new_tokens", "do_sample", "device", "seed")
+        unknown = sorted(k for k, v in options.items() if k not in known and v is not None)
+        if unknown:
+            raise ValueError(f"translation does not take the generate options {unknown}; "
+                             f"it takes {list(known)}")
+        if options.get("do_sample"):
+            raise ValueError("translation decodes greedily or by beam search: --sample is "
+                             "not supported for seq2seq models")
+        device = resolve_device(options.get("device") or "auto")
+        model = formerkit.from_pretrained(model_dir).to(device)
         if model.tokenizer is None:
             raise ValueError(f"{model_dir} has no tokenizer (tokenizer.json): cannot encode "
                              "the source sentence")
