@@ -18,6 +18,7 @@ import torch
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as Backend
 
+from formerkit.data.batch_encoding import CallableTokenizerMixin
 from formerkit.data.tokenizer_files import (
     ROLES,
     add_bert_post_processor,
@@ -51,8 +52,10 @@ def _role_id(role: str) -> property:
     return property(get, doc=f"id of the {role} token, or None")
 
 
-class Tokenizer:
-    """A HuggingFace ``tokenizers.Tokenizer`` with named special tokens and tensor batches.
+class Tokenizer(CallableTokenizerMixin):
+    """A HuggingFace ``tokenizers.Tokenizer`` with named special tokens and tensor batches;
+    callable as a transformers tokenizer (``tok(texts, padding=True, return_tensors="pt")``,
+    ``batch_decode``; see ``formerkit.data.batch_encoding``).
 
     Args:
         backend: the ``tokenizers.Tokenizer`` that does the work.
