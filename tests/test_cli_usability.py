@@ -55,12 +55,14 @@ def test_train_help_lists_recipes_and_trainer_keys(capsys):
     out = capsys.readouterr().out
     assert all(name in out for name in list_recipes())
     for key in ("max_steps=1000", "lr=0.0003", "device=auto", "precision=fp32",
-                "report_to="):
+                "report_to=[]"):
         assert key in out
 
 
 def test_recipes_show_prints_the_yaml(capsys):
     assert cli.main(["recipes", "show", "gpt-shakespeare-char"]) == 0
+    assert capsys.readouterr().out == (RECIPES_DIR / "gpt-shakespeare-char.yaml").read_text()
+    assert cli.main(["recipes", "gpt-shakespeare-char"]) == 0  # what people try first
     assert capsys.readouterr().out == (RECIPES_DIR / "gpt-shakespeare-char.yaml").read_text()
     assert cli.main(["recipes", "show", "gpt-shakespeare"]) == 2
     assert "gpt-shakespeare-char" in _error(capsys)  # the suggestion
@@ -178,6 +180,17 @@ def test_missing_onnx_is_one_line_naming_the_extra(without, gpt_dir, tmp_path, c
     without("onnx", "onnxruntime")
     assert cli.main(["export", str(gpt_dir), "-o", str(tmp_path / "m.onnx")]) == 2
     assert "pip install 'formerkit[onnx]'" in _error(capsys)
+
+
+def test_a_tensorboard_run_evaluates_without_tensorboard(without, tmp_path, capsys):
+    recipe = toytask.write_recipe(tmp_path / "toy.yaml", report_to=["tensorboard", "csv"],
+                                  max_steps=2, eval_every=0)
+    assert cli.main(["train", str(recipe), "-o", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "tensorboard").is_dir()
+    capsys.readouterr()
+    without("tensorboard")  # evaluating needs no logger
+    assert cli.main(["evaluate", str(tmp_path / "run"), "--split", "val"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"val_loss", "val_accuracy"}
 
 
 def test_missing_tensorboard_is_found_when_the_run_is_set_up(without, tmp_path, capsys):

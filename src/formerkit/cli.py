@@ -302,9 +302,17 @@ def _train_epilog() -> str:
 def _default_text(field: Any) -> str:
     import dataclasses
 
-    value = field.default if field.default is not dataclasses.MISSING else "?"
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) \
-        else str(value)
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        return "(required)"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
 
 
 def _short(text: str, width: int) -> str:
@@ -337,8 +345,8 @@ def build_parser(with_plots: bool = True, command: str | None = None) -> argpars
     p.set_defaults(func=cmd_train)
 
     p = add("recipes", help="list, show or copy the shipped recipes",
-            description="List the recipes shipped with formerkit; 'show NAME' prints one, "
-            "'copy NAME FILE' writes it to FILE to edit and train.",
+            description="List the recipes shipped with formerkit; 'show NAME' (or just NAME) "
+            "prints one, 'copy NAME FILE' writes it to FILE to edit and train.",
             epilog="examples:\n  formerkit recipes show gpt-shakespeare-char\n"
             "  formerkit recipes copy gpt-shakespeare-char my.yaml && formerkit train my.yaml")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
@@ -438,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "recipes":  # `formerkit recipes NAME` shows the recipe
+        i = argv.index("recipes")
+        if len(argv) > i + 1 and not argv[i + 1].startswith("-") and \
+                argv[i + 1] not in ("show", "copy"):
+            argv.insert(i + 1, "show")
     try:
         parser = build_parser(with_plots=command == "plot", command=command)
         args, extra = parser.parse_known_args(argv)

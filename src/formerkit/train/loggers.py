@@ -21,13 +21,20 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def check_reporters(report_to: Any) -> list[str]:
-    """Validate ``trainer.report_to`` (a list of ``REPORTERS``, or one name) and that each
-    one's package is installed; returns the names as a list."""
+    """Validate ``trainer.report_to`` (a list of ``REPORTERS``, or one name); returns the
+    names as a list."""
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
     unknown = [n for n in names if n not in REPORTERS]
     if unknown:
         raise ValueError(f"TrainerConfig.report_to has unknown entries {unknown}; expected "
                          f"some of {list(REPORTERS)} (log.jsonl is always written)")
+    return names
+
+
+def require_reporters(report_to: Any) -> list[str]:
+    """``check_reporters``, and that each reporter's package is installed (checked when a
+    run is set up, so a missing extra stops it before any training)."""
+    names = check_reporters(report_to)
     if "tensorboard" in names and not is_available("tensorboard"):
         from formerkit.extras import MissingDependencyError
 
@@ -114,4 +121,4 @@ def scalar_tag(key: str) -> str:
 def build_loggers(report_to: list[str], root: Path) -> list[Any]:
     """One logger per ``report_to`` entry, writing into the run directory ``root``."""
     kinds = {"csv": CSVLogger, "tensorboard": TensorBoardLogger}
-    return [kinds[name](root) for name in check_reporters(report_to)]
+    return [kinds[name](root) for name in require_reporters(report_to)]

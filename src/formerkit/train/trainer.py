@@ -94,6 +94,9 @@ class Trainer:
             else self.config.greater_is_better
         self.output_dir = Path(output_dir)
         self.recipe = recipe
+        from formerkit.train.loggers import require_reporters
+
+        require_reporters(self.config.report_to)  # a missing extra fails here, not mid-run
 
     @classmethod
     def from_setup(cls, setup: TaskSetup, config: TrainerConfig, output_dir: str | Path,
