@@ -419,11 +419,12 @@ def build_parser(with_plots: bool = True, command: str | None = None) -> argpars
             epilog="needs: pip install 'formerkit[onnx]' for --format onnx")
     p.add_argument("dir", metavar="DIR", help="run directory or model directory")
     p.add_argument("--format", default="onnx", choices=["onnx", "hf"],
-                   help="onnx: model.onnx (or encoder.onnx + decoder.onnx for seq2seq); "
+                   help="onnx: model.onnx (encoder_model.onnx + decoder_model.onnx for seq2seq); "
                    "hf: a HuggingFace directory")
     p.add_argument("--output", "-o", default=None,
-                   help="output file (onnx) or directory (hf) (default: DIR/model.onnx or "
-                   "DIR/hf)")
+                   help="output file (onnx), folder (seq2seq onnx) or directory (hf) "
+                   "(default: MODEL/model.onnx, MODEL/{encoder,decoder}_model.onnx, or "
+                   "MODEL-hf beside MODEL, the model directory)")
     p.set_defaults(func=cmd_export)
 
     p = add("plot", help="draw a figure (PNG/SVG)",
