@@ -27,8 +27,15 @@ def export_hf(model: nn.Module, target: str | Path, *, verify: bool = True,
         return ExportResult(target, {target: None}, "transformers",
                             "transformers is not installed (pip install transformers)")
     architecture = json.loads((target / "config.json").read_text())["architectures"][0]
-    theirs = getattr(transformers, architecture).from_pretrained(
-        str(target), attn_implementation="eager").eval()
+    hf_logging = transformers.utils.logging
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the check is ours: no "Loading weights" bar
+    try:
+        theirs = getattr(transformers, architecture).from_pretrained(
+            str(target), attn_implementation="eager").eval()
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     inputs = _hf_examples(model)
     with torch.no_grad():
         ours_out, theirs_out = model(**inputs), theirs(**inputs)
