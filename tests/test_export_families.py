@@ -85,7 +85,7 @@ BERT_HEADS = ["BertModel", "BertForPreTraining", "BertForMaskedLM",
 @pytest.mark.parametrize("cls", BERT_HEADS)
 def test_every_bert_head_exports(tmp_path, cls):
     torch.manual_seed(0)
-    model = getattr(models, cls)(build_config("bert", "tiny")).eval()
+    model = getattr(models, cls)(build_config("bert", "tiny", vocab_size=200)).eval()
     model.save_pretrained(tmp_path)
     result = export(tmp_path)
     assert result.max_abs_diff[result.path] < 1e-4
@@ -93,7 +93,7 @@ def test_every_bert_head_exports(tmp_path, cls):
 
 def test_multiple_choice_takes_batch_choices_and_length_dynamically(tmp_path):
     torch.manual_seed(0)
-    config = build_config("bert", "tiny")
+    config = build_config("bert", "tiny", vocab_size=200)
     model = models.BertForMultipleChoice(config).eval()
     model.save_pretrained(tmp_path)
     session = _session(export(tmp_path).path)
@@ -155,7 +155,7 @@ transformers = pytest.importorskip("transformers")
                                         ("bert", "BertForPreTraining")])
 def test_hf_export_loads_in_transformers_with_identical_outputs(tmp_path, family, cls):
     torch.manual_seed(0)
-    model = getattr(models, cls)(build_config(family, "tiny")).eval()
+    model = getattr(models, cls)(build_config(family, "tiny", vocab_size=200)).eval()
     model.save_pretrained(tmp_path / "model")
     result = export(tmp_path / "model", format="hf")
     assert result.path == tmp_path / "model-hf"
