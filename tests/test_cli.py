@@ -99,15 +99,20 @@ def test_train_run_then_evaluate_generate_predict(run_dir, tmp_path, capsys):
     assert json.loads(output.read_text()) == predictions
 
 
-def test_export_calls_export_model(run_dir, monkeypatch, capsys):
+def test_export_calls_export(run_dir, monkeypatch, capsys):
+    from formerkit.export import ExportResult
+
     calls = []
     fake = types.ModuleType("formerkit.export")
-    fake.export_model = lambda model_dir, format, output: calls.append(
-        (Path(model_dir), format, output)) or Path("model.onnx")
+    fake.export = lambda model_dir, format, output: calls.append(
+        (Path(model_dir), format, output)) or ExportResult(Path("x.onnx"),
+                                                           {Path("x.onnx"): 1e-7}, "onnxruntime")
     monkeypatch.setitem(sys.modules, "formerkit.export", fake)
     assert cli.main(["export", str(run_dir), "--format", "onnx", "-o", "x.onnx"]) == 0
     assert calls == [(run_dir / "model", "onnx", "x.onnx")]
-    assert capsys.readouterr().out.strip() == "model.onnx"
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "x.onnx"
+    assert captured.err.strip() == "wrote x.onnx (max |onnxruntime - PyTorch| = 1.00e-07)"
 
 
 def test_plot_runs_a_registered_kind(monkeypatch, capsys):

@@ -37,7 +37,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from formerkit.train.errors import TrainingError
 
     return (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-            PermissionError, KeyError, ModuleNotFoundError, TrainingError)
+            PermissionError, FileExistsError, KeyError, ModuleNotFoundError, TrainingError)
 
 
 def _message(err: BaseException) -> str:
@@ -116,8 +116,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from formerkit.train.recipe import list_recipes
+    from formerkit.train.recipe import list_recipes, recipe_path
 
+    if args.action == "show":
+        print(recipe_path(args.name).read_text(), end="")
+        return 0
+    if args.action == "copy":
+        source, target = recipe_path(args.name), Path(args.file)
+        if target.is_dir():
+            target = target / source.name
+        if target.exists() and not args.force:
+            raise FileExistsError(f"{target} already exists; pass --force to overwrite it")
+        target.write_text(source.read_text())
+        print(f"wrote {target}; train it with: formerkit train {target}", file=sys.stderr)
+        return 0
     recipes = list_recipes()
     width = max((len(name) for name in recipes), default=0)
     for name, description in recipes.items():
@@ -130,8 +142,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from formerkit.models.base import load_state_dict_into, load_weights
     from formerkit.train.distributed import resolve_device
+    from formerkit.train.progress import evaluation_bar
     from formerkit.train.recipe import load_recipe
 
+    if args.reference or args.input:
+        return _score_files(args)
     run, model_dir = resolve_dir(args.dir)
     if run is None:
         raise ValueError(f"{args.dir} has no recipe.yaml beside it: evaluate needs a run "
@@ -142,21 +157,61 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     load_state_dict_into(model, load_weights(_check_model_dir(model_dir)), source=model_dir)
     device = resolve_device(args.device)
     model.to(device).eval()
+    splits = args.split or list(DEFAULT_SPLITS)
     metrics: dict[str, float] = {}
+    missing: dict[str, str] = {}
     with torch.no_grad():
-        for split in args.split:
-            values = setup.evaluate(model, split) or {}
+        for split in splits:
+            try:
+                with evaluation_bar(model, split):
+                    values = setup.evaluate(model, split)
+            except KeyError as err:  # tasks keep their splits in a dict
+                values, missing[split] = None, _message(err)
+            if not values:
+                missing.setdefault(split, "the task returned no metrics")
+                continue
             metrics.update({f"{split}_{k}": float(v) for k, v in values.items()})
+    if missing and (args.split or not metrics):
+        raise ValueError(f"{run} has no {', '.join(missing)} split to evaluate "
+                         f"({'; '.join(f'{k}: {v}' for k, v in missing.items())})")
+    for split in missing:
+        print(f"formerkit: note: {run} has no {split} split; evaluated "
+              f"{', '.join(s for s in splits if s not in missing)} only", file=sys.stderr)
     print(json.dumps(metrics, indent=2))
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     task, model_dir = task_for(args.dir, "generate")
-    names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_beams", "chat",
-             "system")
+    names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_beams",
+             "repetition_penalty", "chat", "system")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.temperature is not None and args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if args.greedy or args.temperature == 0:  # as llama.cpp and vLLM: temperature 0 is greedy
+        options.pop("temperature", None)
+        options["do_sample"] = False
+    elif args.sample:
+        options["do_sample"] = True
+    if args.device != "auto":  # the built-in tasks pick `auto` themselves
+        options["device"] = args.device
     print(task.generate(model_dir, args.prompt, **options))
+    return 0
+
+
+def _score_files(args: argparse.Namespace) -> int:
+    """``evaluate DIR --input SRC --reference REF``: translate SRC, score it against REF."""
+    if not (args.reference and args.input):
+        raise ValueError("scoring a file needs both --input (sources) and --reference")
+    for name in ("input", "reference"):
+        if not Path(getattr(args, name)).is_file():
+            raise FileNotFoundError(f"--{name} file {getattr(args, name)} does not exist")
+    task, model_dir = task_for(args.dir, "score_file")
+    options = {"device": args.device} if args.device != "auto" else {}
+    if args.num_beams is not None:
+        options["num_beams"] = args.num_beams
+    print(json.dumps(task.score_file(model_dir, Path(args.input), Path(args.reference),
+                                     **options), indent=2))
     return 0
 
 
@@ -165,7 +220,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not input_path.is_file():
         raise FileNotFoundError(f"input file {input_path} does not exist")
     task, model_dir = task_for(args.dir, "predict")
-    result = task.predict(model_dir, input_path)
+    names = ("num_beams", "length_penalty", "batch_size")
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    result = task.predict(model_dir, input_path, **options)
     text = result if isinstance(result, str) else json.dumps(result, indent=2, default=_plain)
     if args.output:
         Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
@@ -182,11 +239,13 @@ def _plain(value: Any) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from formerkit.export import export_model
+    from formerkit.export import export
 
     _, model_dir = resolve_dir(args.dir)
-    out = export_model(_check_model_dir(model_dir), format=args.format, output=args.output)
-    print(out)
+    result = export(_check_model_dir(model_dir), format=args.format, output=args.output)
+    for line in result.summary():
+        print(line, file=sys.stderr)
+    print(result.path)
     return 0
 
 
@@ -226,81 +285,227 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 # ---- parser --------------------------------------------------------------------------------
-def build_parser(with_plots: bool = True) -> argparse.ArgumentParser:
-    """The argument parser; ``with_plots`` imports ``formerkit.viz`` to list plot kinds."""
+DEFAULT_SPLITS = ("val", "test")
+DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to options whose help does not state its default, and keeps
+    the line breaks of texts that have them (the epilogs' lists and examples)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or \
+                action.option_strings == [] or isinstance(action, argparse._VersionAction):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        return f"{text} (default: {shown})"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def version() -> str:
+    """The installed formerkit version (read without importing torch)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("formerkit")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def _train_epilog() -> str:
+    """Recipes and trainer keys for ``train --help`` (read from the recipe files and the
+    ``TrainerConfig`` dataclass, so the list cannot go stale)."""
+    import dataclasses
+
+    from formerkit.train.config import TrainerConfig
+    from formerkit.train.recipe import list_recipes
+
+    recipes = list_recipes()
+    width = max((len(name) for name in recipes), default=0)
+    lines = ["recipes (formerkit recipes show NAME prints one):"]
+    lines += [f"  {name:<{width}}  {_short(text, 78 - width)}" for name, text in recipes.items()]
+    lines += ["", "trainer keys (trainer.KEY=VALUE; model.*, data.* and task.* keys are the "
+              "recipe's own):"]
+    items = [f"{f.name}={_default_text(f)}" for f in dataclasses.fields(TrainerConfig)]
+    line = " "
+    for item in items:
+        if len(line) + len(item) > 92:
+            lines.append(line.rstrip())
+            line = " "
+        line += f" {item}"
+    lines += [line.rstrip(), "", "examples:", "  formerkit train", "  formerkit train "
+              "gpt-shakespeare-char trainer.max_steps=200 model.n_layers=2 -o runs/small",
+              "  torchrun --nproc-per-node 2 -m formerkit train bert-sst2"]
+    return "\n".join(lines)
+
+
+def _default_text(field: Any) -> str:
+    import dataclasses
+
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        return "(required)"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:max(width - 3, 10)].rstrip() + "..."
+
+
+def build_parser(with_plots: bool = True, command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``with_plots`` imports ``formerkit.viz`` to list plot kinds, and
+    ``command == "train"`` reads the recipes and trainer keys for ``train --help``."""
     parser = _Parser(prog="formerkit", description="Train, evaluate and use Transformer "
-                     "models described by recipes.")
+                     "models described by recipes.", formatter_class=_HelpFormatter,
+                     epilog="Run 'formerkit COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"formerkit {version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("train", help="train a recipe (resumes when DIR holds a checkpoint)",
-                       description="Train RECIPE (a shipped recipe name or a YAML path; default "
-                       f"{DEFAULT_RECIPE}) with section.key=value overrides, e.g. "
-                       "trainer.max_steps=200 model.n_layers=4. Running again with the same "
-                       "--output-dir resumes from the last good checkpoint.")
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+    p = add("train", help="train a recipe (resumes when DIR holds a checkpoint)",
+            description="Train RECIPE (a shipped recipe name or a YAML path; default "
+            f"{DEFAULT_RECIPE}) with section.key=value overrides, e.g. "
+            "trainer.max_steps=200 model.n_layers=4. Running again with the same "
+            "--output-dir resumes from the last good checkpoint.",
+            epilog=_train_epilog() if command == "train" else None)
     p.add_argument("args", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]")
     p.add_argument("--output-dir", "-o", default=None,
-                   help="run directory (default runs/RECIPE)")
+                   help="run directory (default: runs/RECIPE)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("recipes", help="list the shipped recipes",
-                       description="List the recipes shipped with formerkit.")
-    p.set_defaults(func=cmd_recipes)
+    p = add("recipes", help="list, show or copy the shipped recipes",
+            description="List the recipes shipped with formerkit; 'show NAME' (or just NAME) "
+            "prints one, 'copy NAME FILE' writes it to FILE to edit and train.",
+            epilog="examples:\n  formerkit recipes show gpt-shakespeare-char\n"
+            "  formerkit recipes copy gpt-shakespeare-char my.yaml && formerkit train my.yaml")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    show = actions.add_parser("show", help="print a recipe's YAML",
+                              description="Print a shipped recipe's YAML.")
+    show.add_argument("name", metavar="NAME", help="recipe name (see 'formerkit recipes')")
+    copy = actions.add_parser("copy", help="copy a recipe to a file to edit",
+                              description="Write a shipped recipe to FILE (or into a folder).")
+    copy.add_argument("name", metavar="NAME", help="recipe name")
+    copy.add_argument("file", metavar="FILE", help="target .yaml file or folder")
+    copy.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_recipes, action=None)
 
-    p = sub.add_parser("evaluate", help="evaluate a trained run",
-                       description="Rebuild a run's task from DIR/recipe.yaml, load DIR/model "
-                       "and print its metrics as JSON.")
+    p = add("evaluate", help="evaluate a trained run",
+            description="Rebuild a run's task from DIR/recipe.yaml, load DIR/model and print "
+            "its metrics as JSON. Splits the run lacks are named on stderr (an error when "
+            "asked for with --split).")
     p.add_argument("dir", metavar="DIR", help="run directory or its model/ directory")
-    p.add_argument("--split", nargs="+", default=["val", "test"], help="splits (val test)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--split", nargs="+", default=None, metavar="SPLIT",
+                   help="splits to evaluate (default: val test, those the run has)")
+    p.add_argument("--input", "-i", default=None,
+                   help="translation: a source file to translate and score (with --reference)")
+    p.add_argument("--reference", default=None,
+                   help="translation: reference translations, one per line of --input; "
+                   "prints sacreBLEU scores and signatures")
+    p.add_argument("--num-beams", type=int, default=None,
+                   help="translation: beam size (default: the saved generation config)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="where to run (auto: CUDA when available, else CPU)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("generate", help="generate text from a trained model",
-                       description="Generate from a run or model directory with its task.")
+    p = add("generate", help="generate text from a trained model",
+            description="Generate from a run or model directory with its task (GPT: continue "
+            "the prompt; seq2seq: translate it). Unset options come from the model's "
+            "generation_config.json.",
+            epilog="examples:\n  formerkit generate runs/gpt-shakespeare-char --prompt ROMEO: "
+            "--greedy\n  formerkit generate runs/gpt-shakespeare-char --prompt ROMEO: "
+            "--temperature 0.8 --top-k 40 --seed 1")
     p.add_argument("dir", metavar="DIR", help="run directory or model directory")
-    p.add_argument("--prompt", required=True, help="input text")
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--prompt", required=True, help="input text (required)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens to generate (default: the task's, 200 for GPT)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--greedy", action="store_true",
+                      help="pick the most likely token each step (also: --temperature 0)")
+    mode.add_argument("--sample", action="store_true",
+                      help="sample even if the generation config says do_sample=false")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature; 0 means greedy (default: generation config)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sample among the k most likely tokens (default: generation config)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="nucleus sampling: smallest set of tokens with probability >= p "
+                   "(default: generation config, else off)")
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help="> 1 discourages repeating tokens (CTRL's penalty) (default: 1.0, off)")
+    p.add_argument("--num-beams", type=int, default=None, help="beam search with this many "
+                   "beams, no sampling (default: generation config, else 1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed for sampling (default: none, a fresh draw)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="where to run (auto: CUDA when available, else CPU)")
     p.add_argument("--chat", action="store_true", default=None,
                    help="send the prompt as a user turn through the model's chat template "
                         "(tokenizer_config.json) and print the reply alone")
     p.add_argument("--system", default=None, help="with --chat: a system message first")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("predict", help="predict for your own input file",
-                       description="Run a trained model's task on a file (labels, forecasts, "
-                       "activity labels).")
+    p = add("predict", help="predict for your own input file",
+            description="Run a trained model's task on a file (labels, forecasts, "
+            "activity labels).")
     p.add_argument("dir", metavar="DIR", help="run directory or model directory")
     p.add_argument("--input", "-i", required=True, help="input file")
     p.add_argument("--output", "-o", default=None, help="write here instead of stdout")
+    p.add_argument("--num-beams", type=int, default=None,
+                   help="translation: beam size (default: the saved generation config)")
+    p.add_argument("--length-penalty", type=float, default=None,
+                   help="translation: beam length penalty (default: generation config)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="translation: sentences per batch (default: 64)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export a trained model (ONNX)",
-                       description="Export a run's or model directory's model.")
+    p = add("export", help="export a trained model (ONNX, HuggingFace)",
+            description="Export a run's or model directory's model and check it against "
+            "PyTorch: onnx runs the file in onnxruntime, hf loads the directory with "
+            "transformers (when installed); the largest difference is printed.",
+            epilog="needs: pip install 'formerkit[onnx]' for --format onnx")
     p.add_argument("dir", metavar="DIR", help="run directory or model directory")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--output", "-o", default=None, help="output file")
+    p.add_argument("--format", default="onnx", choices=["onnx", "hf"],
+                   help="onnx: model.onnx (encoder_model.onnx + decoder_model.onnx for seq2seq); "
+                   "hf: a HuggingFace directory")
+    p.add_argument("--output", "-o", default=None,
+                   help="output file (onnx), folder (seq2seq onnx) or directory (hf) "
+                   "(default: MODEL/model.onnx, MODEL/{encoder,decoder}_model.onnx, or "
+                   "MODEL-hf beside MODEL, the model directory)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("embed", help="sentence embeddings of a text file, one per line",
-                       description="Embed every line of a UTF-8 file with the encoder in DIR "
-                       "(a sentence-transformers directory uses its pooling and "
-                       "normalisation; another model directory mean-pools its token states).")
+    p = add("embed", help="sentence embeddings of a text file, one per line",
+            description="Embed every line of a UTF-8 file with the encoder in DIR "
+            "(a sentence-transformers directory uses its pooling and "
+            "normalisation; another model directory mean-pools its token states).")
     p.add_argument("dir", metavar="DIR", help="sentence-transformers, model or run directory")
     p.add_argument("--input", "-i", required=True, help="text file, one sentence per line")
     p.add_argument("--output", "-o", required=True, help="output .npy (or .txt) file")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (32)")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("explain", help="write an attention explorer page (one HTML file)",
-                       description="Write one self-contained HTML page showing, per layer and "
-                       "head, what the model in DIR attends to for one input, and what it "
-                       "predicts. Text models read --text (and --pair, --target); time-series "
-                       "models read --input FILE or --window N of the run's data.")
+    p = add("explain", help="write an attention explorer page (one HTML file)",
+            description="Write one self-contained HTML page showing, per layer and "
+            "head, what the model in DIR attends to for one input, and what it "
+            "predicts. Text models read --text (and --pair, --target); time-series "
+            "models read --input FILE or --window N of the run's data.")
     p.add_argument("dir", metavar="DIR", help="run directory or model directory")
     p.add_argument("--text", help="input text (source sentence for seq2seq)")
     p.add_argument("--pair", help="second segment of a sentence-pair model (BERT)")
@@ -315,15 +520,16 @@ def build_parser(with_plots: bool = True) -> argparse.ArgumentParser:
                    help="output .html file (explain.html)")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("plot", help="draw a figure (PNG/SVG)",
-                       description="Draw a figure; each KIND has its own options.")
+    p = add("plot", help="draw a figure (PNG/SVG)",
+            description="Draw a figure; each KIND has its own options. Figures of a run go "
+            "into its directory unless --output says otherwise.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     if with_plots:
         from formerkit.viz import PLOT_COMMANDS
 
-        for kind, command in sorted(PLOT_COMMANDS.items()):
-            kp = kinds.add_parser(kind, help=command.help, description=command.help)
-            command.add_arguments(kp)
+        for kind, command_ in sorted(PLOT_COMMANDS.items()):
+            kp = kinds.add_parser(kind, help=command_.help, description=command_.help)
+            command_.add_arguments(kp)
     p.set_defaults(func=cmd_plot)
     return parser
 
@@ -334,8 +540,13 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "recipes":  # `formerkit recipes NAME` shows the recipe
+        i = argv.index("recipes")
+        if len(argv) > i + 1 and not argv[i + 1].startswith("-") and \
+                argv[i + 1] not in ("show", "copy"):
+            argv.insert(i + 1, "show")
     try:
-        parser = build_parser(with_plots=command == "plot")
+        parser = build_parser(with_plots=command == "plot", command=command)
         args, extra = parser.parse_known_args(argv)
         if extra:  # overrides after an option: `train RECIPE -o DIR key=value`
             if args.command != "train" or any(item.startswith("-") for item in extra):

@@ -1,6 +1,9 @@
 """Autoregressive decoding shared by every generating model: greedy, sampling with temperature /
 top-k / nucleus top-p (Holtzman et al. 2020), repetition penalty (Keskar et al. 2019) and beam
-search with a length penalty (Wu et al. 2016), following HuggingFace ``generate()`` exactly.
+search with a length penalty (Wu et al. 2016), following HuggingFace ``generate()`` exactly;
+``min_new_tokens``, ``no_repeat_ngram_size``, ``min_p``, stopping criteria, stop strings,
+streamers, ``num_return_sequences``, ``return_dict_in_generate`` and ``generation_config=`` as
+transformers has them (the processors live in ``formerkit.generation_rules``).
 
 The decoding loop is model-agnostic. A model subclasses ``GenerationMixin`` and implements two
 methods (see ``GenerationMixin.start_decoding`` and ``decoding_logits``): the loop asks the model
@@ -19,9 +22,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from formerkit.config import suggest
+from formerkit.generation_rules import (
+    GenerateOutput,
+    ban_repeated_ngrams,
+    config_values,
+    min_p_filter,
+    rows_done,
+    stopping_rules,
+    suppress_eos,
+)
 from formerkit.nn.cache import KVCache
 
-__all__ = ["DecodingState", "GenerationMixin", "GenerationSettings", "generate", "stream"]
+__all__ = ["DecodingState", "GenerateOutput", "GenerationMixin", "GenerationSettings",
+           "generate", "stream"]
 
 
 class DecodingState:
@@ -57,37 +71,89 @@ class DecodingState:
 
 @dataclasses.dataclass
 class GenerationSettings:
-    """Validated decoding settings (token ids resolved from the model's generation config)."""
+    """Validated decoding settings (token ids resolved from the model's generation config).
 
-    max_new_tokens: int = 20
+    ``max_new_tokens`` left ``None`` becomes ``max_length`` minus the decoder's starting
+    length (the prompt, or the one start token of seq2seq), else 20, as in transformers.
+    ``stopping_criteria``, ``stop_strings`` + ``tokenizer`` and ``streamer`` are the objects
+    transformers takes (a streamer gets ``put(start ids)``, ``put(tokens)`` per step, ``end()``).
+    """
+
+    max_new_tokens: int | None = None
+    max_length: int | None = None
+    min_new_tokens: int = 0
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
+    min_p: float | None = None
     repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
     num_beams: int = 1
+    num_return_sequences: int = 1
     length_penalty: float = 1.0
     early_stopping: bool | str = False
     eos_token_id: list[int] | None = None
     pad_token_id: int | None = None
+    return_dict_in_generate: bool = False
+    output_scores: bool = False
+    output_logits: bool = False
+    stopping_criteria: Any = None
+    stop_strings: Any = None
+    tokenizer: Any = None
+    streamer: Any = None
 
     def validate(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, "
                              f"got {self.max_new_tokens!r}")
+        for name in ("min_new_tokens", "no_repeat_ngram_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if self.do_sample and not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature!r}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.min_p is not None and not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p!r}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             raise ValueError(f"top_k must be a positive integer or None, got {self.top_k!r}")
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
         if not isinstance(self.num_beams, int) or self.num_beams < 1:
             raise ValueError(f"num_beams must be a positive integer, got {self.num_beams!r}")
+        n = self.num_return_sequences
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_return_sequences must be a positive integer, got {n!r}")
+        if n > 1 and self.num_beams == 1 and not self.do_sample:
+            raise ValueError(f"num_return_sequences={n} with greedy decoding would return {n} "
+                             "identical rows: pass do_sample=True or num_beams >= "
+                             f"{n}")
+        if n > self.num_beams > 1:
+            raise ValueError(f"num_return_sequences={n} must be at most num_beams="
+                             f"{self.num_beams}")
         if self.early_stopping not in (True, False, "never"):
             raise ValueError(f"early_stopping must be True, False or 'never', "
                              f"got {self.early_stopping!r}")
+        if self.num_beams > 1:
+            unsupported = [name for name in ("stopping_criteria", "stop_strings", "streamer")
+                           if getattr(self, name) is not None]
+            if self.output_scores or self.output_logits:
+                unsupported.append("output_scores/output_logits")
+            if unsupported:
+                raise ValueError(f"{', '.join(unsupported)} work with greedy decoding and "
+                                 f"sampling, not with beam search (num_beams={self.num_beams})")
+
+    @property
+    def processes_scores(self) -> bool:
+        """Whether any logits processor is on (greedy decoding without one takes argmax of
+        the raw logits)."""
+        return self.do_sample or self.repetition_penalty != 1.0 or self.min_new_tokens > 0 \
+            or self.no_repeat_ngram_size > 0
+
+
+SETTING_NAMES = tuple(f.name for f in dataclasses.fields(GenerationSettings))
 
 
 class GenerationMixin:
@@ -120,20 +186,18 @@ class GenerationMixin:
         raise NotImplementedError(f"{type(self).__name__} does not implement decoding_logits")
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None,
-                 repetition_penalty: float = 1.0, num_beams: int = 1,
-                 length_penalty: float = 1.0, early_stopping: bool | str = False,
-                 eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
-                 generator: torch.Generator | None = None, seed: int | None = None
-                 ) -> torch.Tensor:
-        """Decode up to ``max_new_tokens`` tokens; see ``formerkit.generation.generate``."""
-        return generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
-                        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                        repetition_penalty=repetition_penalty, num_beams=num_beams,
-                        length_penalty=length_penalty, early_stopping=early_stopping,
-                        eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                        generator=generator, seed=seed)
+                 *, generation_config: Any = None, generator: torch.Generator | None = None,
+                 seed: int | None = None, **kwargs: Any) -> torch.Tensor | GenerateOutput:
+        """Decode new tokens as transformers' ``generate``; see
+        ``formerkit.generation.generate`` for the arguments (``max_new_tokens=20``,
+        ``do_sample=False``, ``temperature``, ``top_k``, ``top_p``, ``min_p``,
+        ``repetition_penalty``, ``no_repeat_ngram_size``, ``num_beams``, ``length_penalty``,
+        ``early_stopping``, ``eos_token_id``, ``pad_token_id``, ``max_length``,
+        ``min_new_tokens``, ``num_return_sequences``, ``return_dict_in_generate``,
+        ``output_scores``, ``output_logits``, ``stopping_criteria``, ``stop_strings``,
+        ``tokenizer``, ``streamer``)."""
+        return generate(self, input_ids, attention_mask, generation_config=generation_config,
+                        generator=generator, seed=seed, **kwargs)
 
     def stream(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                **kwargs: Any) -> Iterator[torch.Tensor]:
@@ -148,8 +212,24 @@ def _token_default(model: Any, name: str) -> Any:
     return getattr(getattr(model, "config", None), name, None)
 
 
-def _settings(model: Any, kwargs: dict[str, Any]) -> GenerationSettings:
-    settings = GenerationSettings(**kwargs)
+def _settings(model: Any, input_ids: torch.Tensor, generation_config: Any,
+              kwargs: dict[str, Any]) -> GenerationSettings:
+    unknown = sorted(set(kwargs) - set(SETTING_NAMES))
+    if unknown:
+        hint = suggest(unknown[0], list(SETTING_NAMES))
+        raise ValueError(f"generate() got unknown arguments {unknown}{hint}")
+    values = {**config_values(generation_config, SETTING_NAMES), **kwargs}
+    settings = GenerationSettings(**values)
+    if settings.max_new_tokens is None:
+        if settings.max_length is not None:
+            start = 1 if _is_encoder_decoder(model) else input_ids.shape[1]
+            if settings.max_length <= start:
+                raise ValueError(f"max_length={settings.max_length} leaves no room for new "
+                                 f"tokens after the {start} starting tokens; raise it or "
+                                 "pass max_new_tokens")
+            settings.max_new_tokens = settings.max_length - start
+        else:
+            settings.max_new_tokens = 20
     eos = settings.eos_token_id if settings.eos_token_id is not None \
         else _token_default(model, "eos_token_id")
     if isinstance(eos, int):
@@ -159,8 +239,17 @@ def _settings(model: Any, kwargs: dict[str, Any]) -> GenerationSettings:
         settings.pad_token_id = _token_default(model, "pad_token_id")
     if settings.pad_token_id is None and settings.eos_token_id is not None:
         settings.pad_token_id = settings.eos_token_id[0]  # as HF: pad with the first eos
+    if settings.stop_strings is not None and settings.tokenizer is None:
+        settings.tokenizer = getattr(model, "tokenizer", None)
     settings.validate()
     return settings
+
+
+def _is_encoder_decoder(model: Any) -> bool:
+    flag = getattr(model, "is_encoder_decoder", None)
+    if flag is not None:
+        return bool(flag)
+    return hasattr(getattr(model, "config", None), "n_encoder_layers")
 
 
 def _check_inputs(input_ids: Any, attention_mask: Any) -> None:
@@ -184,53 +273,99 @@ def _check_inputs(input_ids: Any, attention_mask: Any) -> None:
 
 
 def _prepare(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-             generator: torch.Generator | None, seed: int | None, kwargs: dict[str, Any]
+             generator: torch.Generator | None, seed: int | None, generation_config: Any,
+             kwargs: dict[str, Any]
              ) -> tuple[GenerationSettings, torch.Generator | None]:
     _check_inputs(input_ids, attention_mask)
-    settings = _settings(model, kwargs)
+    settings = _settings(model, input_ids, generation_config, kwargs)
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
     return settings, generator
 
 
+def _prompt_padding(model: Any, attention_mask: torch.Tensor | None, copies: int
+                    ) -> torch.Tensor | None:
+    """(N,) left-padding width of each decoder-only prompt (HF leaves it out of the
+    repetition penalty); ``None`` for seq2seq or without a mask."""
+    if attention_mask is None or _is_encoder_decoder(model):
+        return None
+    padding = (attention_mask != 0).int().argmax(dim=1)
+    return padding.repeat_interleave(copies, 0) if copies > 1 else padding
+
+
+def _expand(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, copies: int
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each row ``copies`` times in a row (``num_return_sequences`` samples of a prompt)."""
+    if copies == 1:
+        return input_ids, attention_mask
+    mask = attention_mask.repeat_interleave(copies, 0) if attention_mask is not None else None
+    return input_ids.repeat_interleave(copies, 0), mask
+
+
 def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-             generator: torch.Generator | None = None, seed: int | None = None,
-             **kwargs: Any) -> torch.Tensor:
+             generation_config: Any = None, generator: torch.Generator | None = None,
+             seed: int | None = None, **kwargs: Any) -> torch.Tensor | GenerateOutput:
     """Generate with ``model`` (a ``GenerationMixin``), token for token as HF ``generate()``.
 
     Args:
         input_ids: (B, T) prompt ids (left-padded for decoder-only batches) or source ids.
         attention_mask: (B, T) 1 = token, 0 = padding; position ids follow from it.
+        generation_config: a dict or a transformers ``GenerationConfig`` whose values replace
+            the defaults; keyword arguments replace those in turn.
         generator / seed: random source for sampling (a seed makes a fresh generator).
-        **kwargs: ``GenerationSettings`` fields: max_new_tokens, do_sample, temperature, top_k,
-            top_p, repetition_penalty, num_beams, length_penalty, early_stopping (True, False or
-            "never", as HF), eos_token_id (int or list; default from the generation config),
-            pad_token_id (default from the generation config, else the first eos).
+        **kwargs: ``GenerationSettings`` fields: max_new_tokens (default 20) or max_length
+            (prompt included), min_new_tokens, do_sample, temperature, top_k, top_p, min_p,
+            repetition_penalty, no_repeat_ngram_size, num_beams, num_return_sequences,
+            length_penalty, early_stopping (True, False or "never", as HF), eos_token_id (int
+            or list; default from the generation config), pad_token_id (default from the
+            generation config, else the first eos), stopping_criteria (callables
+            ``(sequences, scores) -> bool or (N,) bool``, e.g. a transformers
+            ``StoppingCriteriaList``), stop_strings (with ``tokenizer=``, default the
+            model's), streamer (``put``/``end``, e.g. transformers' ``TextStreamer``),
+            return_dict_in_generate, output_scores, output_logits.
 
     Returns:
-        (B, T0 + n) ids: the decoder's start (the prompt for decoder-only models,
-        ``decoder_start_token_id`` for seq2seq) followed by at most ``max_new_tokens`` new ids;
-        rows that ended early are padded with ``pad_token_id``.
+        (B * num_return_sequences, T0 + n) ids: the decoder's start (the prompt for
+        decoder-only models, ``decoder_start_token_id`` for seq2seq) followed by at most
+        ``max_new_tokens`` new ids; rows that ended early are padded with ``pad_token_id``.
+        With ``return_dict_in_generate``: a ``GenerateOutput`` holding them as ``sequences``
+        (and ``scores``, ``logits``, ``sequences_scores`` as requested).
     """
-    settings, generator = _prepare(model, input_ids, attention_mask, generator, seed, kwargs)
+    settings, generator = _prepare(model, input_ids, attention_mask, generator, seed,
+                                   generation_config, kwargs)
     with torch.inference_mode():
         if settings.num_beams > 1:
-            return _beam_search(model, input_ids, attention_mask, settings, generator)
+            sequences, beam_scores = _beam_search(model, input_ids, attention_mask, settings,
+                                                  generator)
+            if settings.return_dict_in_generate:
+                return GenerateOutput(sequences, sequences_scores=beam_scores)
+            return sequences
+        input_ids, attention_mask = _expand(input_ids, attention_mask,
+                                            settings.num_return_sequences)
+        scores: list[torch.Tensor] | None = [] if settings.output_scores else None
+        logits: list[torch.Tensor] | None = [] if settings.output_logits else None
         result = None
-        for _, result in _decode(model, input_ids, attention_mask, settings, generator):  # noqa: B007
+        for _, result in _decode(model, input_ids, attention_mask, settings, generator,  # noqa: B007
+                                 scores_out=scores, logits_out=logits):
             pass
+        if settings.return_dict_in_generate:
+            return GenerateOutput(result, scores=None if scores is None else tuple(scores),
+                                  logits=None if logits is None else tuple(logits))
         return result
 
 
 def stream(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-           generator: torch.Generator | None = None, seed: int | None = None,
-           **kwargs: Any) -> Iterator[torch.Tensor]:
+           generation_config: Any = None, generator: torch.Generator | None = None,
+           seed: int | None = None, **kwargs: Any) -> Iterator[torch.Tensor]:
     """Yield the new tokens (B,) of each step as they are decoded (greedy or sampling; rows that
     have finished yield ``pad_token_id``). Arguments as ``generate``; ``num_beams`` must be 1."""
-    settings, generator = _prepare(model, input_ids, attention_mask, generator, seed, kwargs)
+    settings, generator = _prepare(model, input_ids, attention_mask, generator, seed,
+                                   generation_config, kwargs)
     if settings.num_beams != 1:
         raise ValueError(f"stream() decodes greedily or by sampling; num_beams must be 1, "
                          f"got {settings.num_beams}")
+    input_ids, attention_mask = _expand(input_ids, attention_mask,
+                                        settings.num_return_sequences)
 
     def steps() -> Iterator[torch.Tensor]:
         with torch.inference_mode():
@@ -242,12 +377,19 @@ def stream(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | N
 
 # ---- logits processors (HF order: repetition penalty, then temperature, top-k, top-p) ----------
 
-def _repetition_penalty(scores: torch.Tensor, sequences: torch.Tensor,
-                        penalty: float) -> torch.Tensor:
-    """Divide positive (multiply negative) scores of every id already in ``sequences``."""
-    seen = torch.gather(scores, 1, sequences)  # (N, T)
-    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
-    return scores.scatter(1, sequences, seen)
+def _repetition_penalty(scores: torch.Tensor, sequences: torch.Tensor, penalty: float,
+                        skip: torch.Tensor | None = None) -> torch.Tensor:
+    """Divide positive (multiply negative) scores of every id already in ``sequences``;
+    ``skip`` (N,): leading positions to leave out, the left padding of each prompt (as HF)."""
+    vocab = scores.shape[-1]
+    ids = sequences
+    if skip is not None:
+        positions = torch.arange(sequences.shape[1], device=sequences.device)
+        ids = sequences.masked_fill(positions[None, :] < skip[:, None], vocab)  # (N, T)
+    seen = torch.zeros(scores.shape[0], vocab + 1, dtype=torch.bool, device=scores.device)
+    seen.scatter_(1, ids, True)
+    penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
+    return torch.where(seen[:, :vocab], penalized, scores)
 
 
 def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -266,10 +408,16 @@ def _top_p(scores: torch.Tensor, p: float) -> torch.Tensor:
     return scores.masked_fill(remove, float("-inf"))
 
 
-def _process(scores: torch.Tensor, sequences: torch.Tensor, s: GenerationSettings
-             ) -> torch.Tensor:
+def _process(scores: torch.Tensor, sequences: torch.Tensor, s: GenerationSettings,
+             generated: int, padding: torch.Tensor | None = None) -> torch.Tensor:
+    """``generated``: tokens decoded so far (``min_new_tokens`` counts them); ``padding``
+    (N,): left padding of each row's prompt, which the repetition penalty skips."""
     if s.repetition_penalty != 1.0:
-        scores = _repetition_penalty(scores, sequences, s.repetition_penalty)
+        scores = _repetition_penalty(scores, sequences, s.repetition_penalty, padding)
+    if s.no_repeat_ngram_size:
+        scores = ban_repeated_ngrams(scores, sequences, s.no_repeat_ngram_size)
+    if s.min_new_tokens and generated < s.min_new_tokens and s.eos_token_id:
+        scores = suppress_eos(scores, s.eos_token_id)
     if s.do_sample:
         if s.temperature != 1.0:
             scores = scores / s.temperature
@@ -277,44 +425,66 @@ def _process(scores: torch.Tensor, sequences: torch.Tensor, s: GenerationSetting
             scores = _top_k(scores, s.top_k)
         if s.top_p is not None and s.top_p < 1.0:
             scores = _top_p(scores, s.top_p)
+        if s.min_p is not None and s.min_p > 0.0:
+            scores = min_p_filter(scores, s.min_p)
     return scores
 
 
 # ---- greedy and sampling -------------------------------------------------------------------
 
 def _decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-            s: GenerationSettings, generator: torch.Generator | None
+            s: GenerationSettings, generator: torch.Generator | None, *,
+            scores_out: list[torch.Tensor] | None = None,
+            logits_out: list[torch.Tensor] | None = None
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (new tokens (N,), sequences so far (N, T0 + step + 1)) for each step."""
     start, state = model.start_decoding(input_ids, attention_mask, expand=1,
                                         max_new_tokens=s.max_new_tokens)
     rows, start_len = start.shape
+    padding = _prompt_padding(model, attention_mask, 1)
     fill = s.pad_token_id if s.pad_token_id is not None else 0
     # Preallocated output, written in place: no torch.cat per step.
     sequences = start.new_full((rows, start_len + s.max_new_tokens), fill)
     sequences[:, :start_len] = start
     eos = torch.tensor(s.eos_token_id, device=start.device) if s.eos_token_id else None
+    rules = stopping_rules(s.stopping_criteria, s.stop_strings, s.tokenizer)
+    track = eos is not None or bool(rules)  # rows can finish before max_new_tokens
     unfinished = torch.ones(rows, dtype=torch.bool, device=start.device)
+    streamer = s.streamer
+    if streamer is not None:
+        streamer.put(start.cpu())
     new_tokens = start
     for step in range(s.max_new_tokens):
         length = start_len + step
-        scores = model.decoding_logits(state, new_tokens)
-        if s.do_sample or s.repetition_penalty != 1.0:
-            scores = _process(scores, sequences[:, :length], s)
+        logits = model.decoding_logits(state, new_tokens)
+        scores = _process(logits, sequences[:, :length], s, step, padding) \
+            if s.processes_scores else logits
+        if logits_out is not None:
+            logits_out.append(logits.clone())
+        if scores_out is not None:
+            scores_out.append(scores.clone())
         if s.do_sample:
             probs = torch.softmax(scores, dim=-1)
             tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (N,)
         else:
             tokens = scores.argmax(dim=-1)  # (N,)
-        if eos is not None:
+        if track and s.pad_token_id is not None:
             tokens = torch.where(unfinished, tokens, s.pad_token_id)
         sequences[:, length] = tokens
+        if streamer is not None:
+            streamer.put(tokens.cpu())
         yield tokens, sequences[:, :length + 1]
-        if eos is not None:
-            unfinished &= ~torch.isin(tokens, eos)
+        if track:
+            if eos is not None:
+                unfinished &= ~torch.isin(tokens, eos)
+            for rule in rules:
+                unfinished &= ~rows_done(rule(sequences[:, :length + 1], scores), rows,
+                                         start.device)
             if not bool(unfinished.any()):
-                return
+                break
         new_tokens = tokens.unsqueeze(1)  # (N, 1)
+    if streamer is not None:
+        streamer.end()
 
 
 # ---- beam search (HF's vectorised algorithm: same candidates, scores and stopping) ----------
@@ -327,11 +497,14 @@ def _gather_beams(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def _beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                 s: GenerationSettings, generator: torch.Generator | None) -> torch.Tensor:
+                 s: GenerationSettings, generator: torch.Generator | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sequences (B * num_return_sequences, T), their scores (B * num_return_sequences,))."""
     beams, batch = s.num_beams, input_ids.shape[0]
     start, state = model.start_decoding(input_ids, attention_mask, expand=beams,
                                         max_new_tokens=s.max_new_tokens)
     device, prompt_len = start.device, start.shape[1]
+    padding = _prompt_padding(model, attention_mask, beams)
     max_length = prompt_len + s.max_new_tokens
     eos = torch.tensor(s.eos_token_id, device=device) if s.eos_token_id else None
     # Keep enough candidates that `beams` of them are still running when some end with eos.
@@ -354,7 +527,8 @@ def _beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
     offsets = torch.arange(batch, device=device)[:, None] * beams  # (B, 1)
     while True:
         logits = model.decoding_logits(state, new_tokens)  # (B * beams, V)
-        log_probs = _process(F.log_softmax(logits, dim=-1), flat_seqs, s)
+        log_probs = _process(F.log_softmax(logits, dim=-1), flat_seqs, s, cur_len - prompt_len,
+                             padding)
         vocab = log_probs.shape[-1]
         log_probs = (log_probs.view(batch, beams, vocab) + running_scores[:, :, None]
                      ).view(batch, beams * vocab)  # (B, beams * V)
@@ -410,5 +584,7 @@ def _beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
         state.reorder((running_index[:, :, cur_len - 1 - prompt_len]).reshape(-1))
         flat_seqs = running[:, :, :cur_len].reshape(batch * beams, cur_len)
         new_tokens = flat_seqs[:, -1:]  # (B * beams, 1)
-    generated = (finished_index[:, 0] + 1).bool().sum(dim=1).max()
-    return finished_seqs[:, 0, :prompt_len + int(generated)]
+    n = s.num_return_sequences
+    generated = (finished_index[:, :n] + 1).bool().sum(dim=2).max()
+    sequences = finished_seqs[:, :n, :prompt_len + int(generated)]
+    return sequences.reshape(batch * n, -1), finished_scores[:, :n].reshape(-1)

@@ -79,6 +79,41 @@ def test_copy_task_trains_end_to_end(tmp_path):
     assert saved["test_exact_match"] == metrics["test_exact_match"]
     out = get_task("seq2seq").generate(tmp_path / "model", "a c b d")
     assert out == "a c b d"
+    _translate_and_score_files(tmp_path)
+
+
+def _translate_and_score_files(run, capsys=None):
+    """predict translates a file line by line (batched, beams as an option); evaluate scores
+    it against references with sacreBLEU and its signature; bad input is one line."""
+    from formerkit import cli
+
+    sources = run / "test.src"
+    lines = ["a c b d", "b b a", "d c", "c a d b"]
+    sources.write_text("\n".join(lines) + "\n")
+    task = get_task("seq2seq")
+    assert task.predict(run / "model", sources, num_beams=3, batch_size=2).split("\n") == lines
+    (run / "test.ref").write_text("\n".join(lines) + "\n")
+    scores = task.score_file(run / "model", sources, run / "test.ref")
+    assert scores["bleu"] == pytest.approx(100.0) and scores["sentences"] == 4
+    assert "tok:13a" in scores["bleu_signature"] and "case:lc" in scores["bleu_signature"]
+    out = run / "out.txt"
+    assert cli.main(["predict", str(run), "-i", str(sources), "-o", str(out),
+                     "--num-beams", "2"]) == 0
+    assert out.read_text().splitlines() == lines
+    assert cli.main(["evaluate", str(run), "--input", str(sources), "--reference",
+                     str(run / "test.ref")]) == 0
+    (run / "empty.src").write_text("")
+    with pytest.raises(ValueError, match="empty.src is empty"):
+        task.predict(run / "model", run / "empty.src")
+    (run / "short.ref").write_text("a c b d\n")
+    with pytest.raises(ValueError, match="has 1 lines but"):
+        task.score_file(run / "model", sources, run / "short.ref")
+    model = formerkit.from_pretrained(run / "model")
+    long_line = " ".join(["a b c d"] * model.config.max_seq_len)
+    (run / "long.src").write_text(long_line + "\n")
+    with pytest.warns(UserWarning, match="long.src:1: the source has"):
+        translated = task.predict(run / "model", run / "long.src")
+    assert len(translated.splitlines()) == 1 and translated.strip()
 
 
 def test_multi30k_files(data_dir):

@@ -19,6 +19,7 @@ import torch
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as Backend
 
+from formerkit.data.batch_encoding import CallableTokenizerMixin
 from formerkit.data.chat import read_chat_template
 from formerkit.data.tokenizer_files import (
     ROLES,
@@ -53,8 +54,10 @@ def _role_id(role: str) -> property:
     return property(get, doc=f"id of the {role} token, or None")
 
 
-class Tokenizer:
-    """A HuggingFace ``tokenizers.Tokenizer`` with named special tokens and tensor batches.
+class Tokenizer(CallableTokenizerMixin):
+    """A HuggingFace ``tokenizers.Tokenizer`` with named special tokens and tensor batches;
+    callable as a transformers tokenizer (``tok(texts, padding=True, return_tensors="pt")``,
+    ``batch_decode``; see ``formerkit.data.batch_encoding``).
 
     Args:
         backend: the ``tokenizers.Tokenizer`` that does the work.

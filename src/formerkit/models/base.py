@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,8 +40,48 @@ class ModelOutput:
     cross_attentions: tuple[torch.Tensor, ...] | None = None
     encoder_attentions: tuple[torch.Tensor, ...] | None = None
 
-    def __getitem__(self, key: str) -> Any:
+    # HuggingFace ModelOutput behaves as an ordered dict of its set (non-None) fields and as a
+    # tuple of their values: out["loss"], out[0], out.to_tuple(), `"loss" in out`, dict(out).
+
+    def keys(self) -> list[str]:
+        """Names of the fields that are set, in declaration order."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def values(self) -> list[Any]:
+        return [getattr(self, name) for name in self.keys()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(name, getattr(self, name)) for name in self.keys()]
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The set fields' values in order (``out[0]`` is the first: ``loss`` with labels,
+        else ``logits`` / ``last_hidden_state`` / ``prediction``)."""
+        return tuple(self.values())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None)
+        return default if value is None else value
+
+    def __getitem__(self, key: str | int | slice) -> Any:
+        if isinstance(key, (int, slice)):
+            return self.to_tuple()[key]
+        if not isinstance(key, str):
+            raise TypeError(f"ModelOutput indices are field names, ints or slices, "
+                            f"not {type(key).__name__}")
+        if key not in self.keys():
+            names = [f.name for f in dataclasses.fields(self)]
+            state = "is not set (None)" if key in names else "is not a field"
+            raise KeyError(f"{key!r} {state}; this output holds {self.keys()}")
         return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
 
 
 class PreTrainedModel(nn.Module):
@@ -71,6 +112,118 @@ class PreTrainedModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ---- conveniences known from HuggingFace ---------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Device of the first parameter (or buffer); CPU for a model with neither."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the first floating-point parameter (or buffer)."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding: the first ``nn.Embedding`` with ``config.vocab_size`` rows
+        (registration order puts it before position and segment embeddings)."""
+        vocab = getattr(self.config, "vocab_size", None)
+        for module in self.modules():
+            if isinstance(module, nn.Embedding) and module.num_embeddings == vocab:
+                return module
+        raise ValueError(f"{type(self).__name__} has no token embedding (it takes no "
+                         "input_ids)")
+
+    def set_input_embeddings(self, embedding: nn.Embedding) -> None:
+        """Put ``embedding`` everywhere the current token embedding is used (a shared
+        encoder/decoder embedding stays shared); tied output layers are not changed."""
+        if not isinstance(embedding, nn.Embedding):
+            raise TypeError(f"embedding must be an nn.Embedding, got {type(embedding).__name__}")
+        old = self.get_input_embeddings()
+        if embedding.embedding_dim != old.embedding_dim:
+            raise ValueError(f"embedding has width {embedding.embedding_dim}, the model "
+                             f"expects {old.embedding_dim}")
+        _replace_module(self, old, embedding)
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The output projection onto the vocabulary (``lm_head``, BERT's MLM decoder), or
+        ``None`` for a model without one."""
+        head = getattr(self, "lm_head", None)
+        if isinstance(head, nn.Linear):
+            return head
+        try:
+            weight = self.get_input_embeddings().weight
+        except ValueError:
+            return None
+        return next((m for m in self.modules()
+                     if isinstance(m, nn.Linear) and m.weight is weight), None)
+
+    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
+        """Grow or shrink the vocabulary to ``new_num_tokens`` (e.g. after adding tokens).
+
+        Kept rows are copied; new rows start at the mean of the old embeddings (HF's
+        ``mean_resizing`` without its random spread). An output layer tied to the embedding
+        stays tied, its bias and ``final_logits_bias`` follow; an untied head over the same
+        vocabulary is resized the same way. ``config.vocab_size`` is updated.
+
+        Returns:
+            The new token embedding.
+        """
+        if isinstance(new_num_tokens, bool) or not isinstance(new_num_tokens, int) or \
+                new_num_tokens < 1:
+            raise ValueError(f"new_num_tokens must be a positive integer, got "
+                             f"{new_num_tokens!r}")
+        old = self.get_input_embeddings()
+        old_size = old.num_embeddings
+        head = self.get_output_embeddings()
+        tied = head is not None and head.weight is old.weight
+        new = nn.Embedding(new_num_tokens, old.embedding_dim, padding_idx=old.padding_idx
+                           if old.padding_idx is not None and old.padding_idx < new_num_tokens
+                           else None, device=old.weight.device, dtype=old.weight.dtype)
+        new.weight.data = _resized(old.weight.data, new_num_tokens)
+        _replace_module(self, old, new)
+        output_vocab = getattr(self.config, "target_vocab_size", old_size)
+        if head is not None and (tied or head.out_features == old_size == output_vocab):
+            new_head = nn.Linear(head.in_features, new_num_tokens, bias=head.bias is not None,
+                                 device=head.weight.device, dtype=head.weight.dtype)
+            if tied:
+                new_head.weight = new.weight
+            else:
+                new_head.weight.data = _resized(head.weight.data, new_num_tokens)
+            if head.bias is not None:
+                new_head.bias.data = _resized(head.bias.data[:, None], new_num_tokens,
+                                              fill=0.0)[:, 0]
+            _replace_module(self, head, new_head)
+            bias = getattr(self, "final_logits_bias", None)
+            if isinstance(bias, torch.Tensor) and bias.shape[-1] == old_size:
+                self.final_logits_bias = _resized(bias.T, new_num_tokens, fill=0.0).T
+        self.config.vocab_size = new_num_tokens
+        return new
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each Transformer layer's activations in the backward pass (less memory,
+        ~30% more compute), as ``trainer.activation_checkpointing`` does."""
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
+    def _set_gradient_checkpointing(self, value: bool) -> None:
+        stacks = [m for m in self.modules() if hasattr(m, "gradient_checkpointing")]
+        if not stacks:
+            raise ValueError(f"{type(self).__name__} has no layer stack that supports "
+                             "gradient checkpointing")
+        for stack in stacks:
+            stack.gradient_checkpointing = value
 
     # ---- saving -------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, *, hf: bool = False) -> Path:
@@ -150,6 +303,24 @@ def without_out_of_vocab_ids(values: dict[str, Any], source: Path) -> dict[str, 
                       "is left out of the generation defaults", stacklevel=3)
         values[name] = (kept or None) if isinstance(value, list) else None
     return values
+
+
+def _resized(weight: torch.Tensor, rows: int, *, fill: float | None = None) -> torch.Tensor:
+    """``weight`` (V, D) cut or grown to ``rows``; new rows are ``fill`` or the mean row."""
+    out = weight.new_empty(rows, weight.shape[1])
+    keep = min(rows, weight.shape[0])
+    out[:keep] = weight[:keep]
+    if rows > keep:
+        out[keep:] = fill if fill is not None else weight.float().mean(dim=0).to(weight.dtype)
+    return out
+
+
+def _replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Swap every reference to ``old`` inside ``model`` (shared modules stay shared)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if child is old:
+                setattr(parent, name, new)
 
 
 def _check_compatible_class(cls: type, saved_class: str, path: Path) -> None:

@@ -90,6 +90,13 @@ class Task:
         """Predict for a user's file (CLI ``predict``)."""
         raise ValueError(f"task {self.name!r} does not support 'predict'")
 
+    def score_file(self, model_dir: Path, input_path: Path, reference_path: Path,
+                   **options: Any) -> dict[str, Any]:
+        """Score predictions for a user's file against references (CLI ``evaluate --input
+        --reference``)."""
+        raise ValueError(f"task {self.name!r} does not support scoring a file against "
+                         "references")
+
 
 _TASKS: dict[str, Task] = {}
 

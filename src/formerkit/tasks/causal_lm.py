@@ -203,21 +203,24 @@ class CausalLMTask(Task):
     def generate(self, model_dir: Path, prompt: str, **options: Any) -> str:
         """Continue ``prompt`` with the model saved in ``model_dir``.
 
-        Options: ``max_new_tokens`` (default 200), ``temperature``, ``top_k``, ``top_p``
-        (defaults from the saved generation config), ``seed``, ``do_sample``, ``num_beams``
-        (beam search, no sampling), ``repetition_penalty``; ``chat=True`` sends ``prompt`` as
-        the user's turn through the checkpoint's chat template (after ``system``, if given)
-        and returns the reply alone.
+        Options: ``max_new_tokens`` (default 200), ``temperature`` (0 = greedy), ``top_k``,
+        ``top_p`` (defaults from the saved generation config), ``seed``, ``do_sample``,
+        ``num_beams`` (beam search, no sampling), ``repetition_penalty``, ``device``
+        (``auto``: CUDA when available); ``chat=True`` sends ``prompt`` as the user's turn
+        through the checkpoint's chat template (after ``system``, if given) and returns the
+        reply alone.
         """
         import formerkit
+        from formerkit.train.distributed import resolve_device
 
         known = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "do_sample",
-                 "num_beams", "repetition_penalty", "chat", "system")
+                 "num_beams", "repetition_penalty", "device", "chat", "system")
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ValueError(f"unknown generate options {unknown}; expected some of {known}")
         chat, system = options.pop("chat", False), options.pop("system", None)
-        model = formerkit.from_pretrained(model_dir)
+        device = resolve_device(options.pop("device", None) or "auto")
+        model = formerkit.from_pretrained(model_dir).to(device)
         if model.tokenizer is None:
             raise ValueError(f"{model_dir} has no tokenizer (tokenizer.json): cannot encode "
                              "the prompt")
@@ -232,6 +235,9 @@ class CausalLMTask(Task):
                     if saved.get(k) is not None}
         settings.update({k: v for k, v in options.items() if v is not None})
         max_new = settings.pop("max_new_tokens", 200)
+        if settings.get("temperature") == 0:  # temperature 0 is greedy (llama.cpp, vLLM)
+            settings.pop("temperature")
+            settings["do_sample"] = False
         if settings.get("num_beams", 1) > 1:
             settings["do_sample"] = False
         return sample(model, model.tokenizer, prompt, max_new, new_only=chat, **settings)

@@ -30,6 +30,7 @@ from formerkit.data.translation import (
     synthetic_pairs,
     token_batches,
 )
+from formerkit.extras import require
 from formerkit.models.transformer import shift_tokens_right
 from formerkit.tasks.base import Task, TaskSetup, register_task
 
@@ -166,8 +167,7 @@ def score(hypotheses: list[str], references: list[str], synthetic: bool) -> dict
     if synthetic:
         hits = sum(h.split() == r.split() for h, r in zip(hypotheses, references))
         return {"exact_match": hits / max(len(references), 1)}
-    import sacrebleu
-
+    sacrebleu = require("sacrebleu", "BLEU scoring")
     return {"bleu": sacrebleu.corpus_bleu(hypotheses, [references], tokenize="13a",
                                           lowercase=True).score,
             "bleu_cased": sacrebleu.corpus_bleu(hypotheses, [references],
@@ -186,6 +186,8 @@ class Seq2SeqTask(Task):
               *, seed: int) -> TaskSetup:
         from formerkit.models.registry import create_model
 
+        if data.dataset not in SYNTHETIC:  # test BLEU: fail now, not after training
+            require("sacrebleu", f"BLEU scoring of data.dataset={data.dataset}")
         started = time.perf_counter()
         tokenizer, splits = _build_data(data, seed)
         fields = {k: v for k, v in model.items() if k not in ("name", "preset")}
@@ -257,11 +259,22 @@ class Seq2SeqTask(Task):
         """Translate ``prompt`` with the model saved in ``model_dir``.
 
         Options: ``num_beams``, ``length_penalty``, ``max_new_tokens`` (defaults from the
-        saved generation config).
+        saved generation config), ``do_sample=False`` (translation decodes greedily or by
+        beam search), ``device`` (``auto``: CUDA when available).
         """
         import formerkit
+        from formerkit.train.distributed import resolve_device
 
-        model = formerkit.from_pretrained(model_dir)
+        known = ("num_beams", "length_penalty", "max_new_tokens", "do_sample", "device", "seed")
+        unknown = sorted(k for k, v in options.items() if k not in known and v is not None)
+        if unknown:
+            raise ValueError(f"translation does not take the generate options {unknown}; "
+                             f"it takes {list(known)}")
+        if options.get("do_sample"):
+            raise ValueError("translation decodes greedily or by beam search: --sample is "
+                             "not supported for seq2seq models")
+        device = resolve_device(options.get("device") or "auto")
+        model = formerkit.from_pretrained(model_dir).to(device)
         if model.tokenizer is None:
             raise ValueError(f"{model_dir} has no tokenizer (tokenizer.json): cannot encode "
                              "the source sentence")
@@ -272,3 +285,84 @@ class Seq2SeqTask(Task):
                          if v is not None and k in ("num_beams", "length_penalty",
                                                      "max_new_tokens")})
         return translate(model, model.tokenizer, [prompt], batch_size=1, **settings)[0]
+
+    def predict(self, model_dir: Path, input_path: Path, **options: Any) -> str:
+        """Translate every line of ``input_path`` (one source sentence per line, UTF-8):
+        one translation per line, in order, decoded in batches of similar length.
+
+        Options: ``num_beams``, ``length_penalty``, ``max_new_tokens`` (defaults from the saved
+        generation config), ``batch_size`` (64), ``device``. A line longer than the model's
+        positions is truncated to fit, with a warning naming it; an empty file is an error.
+        """
+        import formerkit
+        from formerkit.train.distributed import resolve_device
+
+        known = ("num_beams", "length_penalty", "max_new_tokens", "batch_size", "device")
+        unknown = sorted(k for k, v in options.items() if k not in known and v is not None)
+        if unknown:
+            raise ValueError(f"translating a file does not take {unknown}; it takes "
+                             f"{list(known)}")
+        lines = read_lines(input_path)
+        model = formerkit.from_pretrained(model_dir).to(
+            resolve_device(options.get("device") or "auto"))
+        if model.tokenizer is None:
+            raise ValueError(f"{model_dir} has no tokenizer (tokenizer.json): cannot encode "
+                             "the source sentences")
+        saved = model.generation_config or {}
+        settings = {k: saved[k] for k in ("num_beams", "length_penalty", "max_new_tokens")
+                    if saved.get(k) is not None}
+        settings.update({k: v for k, v in options.items()
+                         if v is not None and k in ("num_beams", "length_penalty",
+                                                     "max_new_tokens", "batch_size")})
+        sources = fit_to_positions(model, model.tokenizer, lines, input_path)
+        return "\n".join(translate(model, model.tokenizer, sources, **settings))
+
+    def score_file(self, model_dir: Path, input_path: Path, reference_path: Path,
+                   **options: Any) -> dict[str, Any]:
+        """Translate ``input_path`` and score it against ``reference_path`` (one reference per
+        line) with sacreBLEU: ``bleu`` (13a, lowercased), ``bleu_cased``, and each score's
+        sacreBLEU signature. Options as ``predict``."""
+        sacrebleu = require("sacrebleu", "BLEU scoring")
+        references = read_lines(reference_path)
+        hypotheses = self.predict(model_dir, input_path, **options).split("\n")
+        if len(references) != len(hypotheses):
+            raise ValueError(f"{reference_path} has {len(references)} lines but {input_path} "
+                             f"has {len(hypotheses)}: one reference per source line")
+        result: dict[str, Any] = {"sentences": len(references)}
+        for name, lowercase in (("bleu", True), ("bleu_cased", False)):
+            metric = sacrebleu.metrics.BLEU(tokenize="13a", lowercase=lowercase)
+            result[name] = metric.corpus_score(hypotheses, [references]).score
+            result[f"{name}_signature"] = str(metric.get_signature())
+        return result
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (without newlines); an empty file is an error."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text: {err}") from None
+    if not lines:
+        raise ValueError(f"{path} is empty: expected one sentence per line")
+    return lines
+
+
+def fit_to_positions(model: nn.Module, tokenizer: Tokenizer, lines: list[str],
+                     source: Path) -> list[str]:
+    """``lines``, each cut to the model's ``max_seq_len`` tokens (end-of-sequence included),
+    with a warning naming every line that was cut."""
+    import warnings
+
+    limit = model.config.max_seq_len
+    fitted = []
+    for number, (line, encoding) in enumerate(
+            zip(lines, tokenizer.backend.encode_batch(lines)), start=1):
+        if len(encoding.ids) > limit:
+            warnings.warn(f"{source}:{number}: the source has {len(encoding.ids)} tokens, more "
+                          f"than the model's {limit} positions; translating its first {limit}",
+                          stacklevel=3)
+            # Cut on token boundaries and leave room for the end-of-sequence token.
+            end = encoding.offsets[limit - 2][1] if limit > 1 else 0
+            line = line[:end]
+        fitted.append(line)
+    return fitted

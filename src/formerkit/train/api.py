@@ -11,9 +11,11 @@ from formerkit.train.recipe import Recipe, load_recipe
 
 def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str, float]:
     """Build the recipe's task and train it; returns the final metrics."""
+    from formerkit.train.loggers import require_reporters
     from formerkit.train.trainer import Trainer
 
     output_dir = Path(output_dir) if output_dir is not None else Path("runs") / recipe.name
+    require_reporters(recipe.trainer.report_to)  # before the data is loaded
     setup = recipe.setup()
     raw = {"name": recipe.name, **recipe.raw}
     trainer = Trainer.from_setup(setup, recipe.trainer, output_dir, recipe=raw)

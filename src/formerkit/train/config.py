@@ -12,7 +12,7 @@ from formerkit.config import ConfigBase, check_choice, check_positive
 
 SCHEDULES = ("constant", "cosine", "linear", "inverse_sqrt", "noam")
 PRECISIONS = ("fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 STRATEGIES = ("ddp", "fsdp")
 
 
@@ -48,13 +48,16 @@ class TrainerConfig(ConfigBase):
         early_stopping_patience: stop after this many evaluations without improvement.
         seed: seed of initialisation, data order and dropout.
         shuffle: reshuffle the training data every epoch.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``mps`` (Apple GPUs,
+            where torch has it).
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast with a grad scaler).
         compile: wrap the model with ``torch.compile``.
         activation_checkpointing: recompute each Transformer layer in the backward pass.
         strategy: ``ddp`` or ``fsdp`` when run under ``torchrun`` with several processes.
         num_workers: DataLoader worker processes (0: load in the training process).
-        progress: show a progress bar (only on a terminal).
+        progress: show a progress bar (only on a terminal), in training and evaluation.
+        report_to: where log lines go besides ``log.jsonl``: ``csv`` (``log.csv``) and/or
+            ``tensorboard`` (``tensorboard/``, needs ``pip install 'formerkit[tensorboard]'``).
     """
 
     max_steps: int | None = 1000
@@ -89,6 +92,7 @@ class TrainerConfig(ConfigBase):
     strategy: str = "ddp"
     num_workers: int = 0
     progress: bool = True
+    report_to: list[str] | str = dataclasses.field(default_factory=list)
 
     def validate(self) -> None:
         if self.max_steps is None and self.max_epochs is None:
@@ -110,6 +114,9 @@ class TrainerConfig(ConfigBase):
         check_choice(self, "precision", PRECISIONS)
         check_choice(self, "device", DEVICES)
         check_choice(self, "strategy", STRATEGIES)
+        from formerkit.train.loggers import check_reporters
+
+        self.report_to = check_reporters(self.report_to)
         if self.schedule in ("inverse_sqrt", "noam") and self.warmup_steps < 1:
             raise ValueError(f"TrainerConfig.warmup_steps must be >= 1 for schedule "
                              f"{self.schedule!r}, got {self.warmup_steps}")

@@ -37,7 +37,14 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``/``cpu``/``cuda`` -> a device; ``cuda`` without a GPU is an error."""
+    """``auto``/``cpu``/``cuda``/``mps`` -> a device; one this machine lacks is an error."""
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            why = "this torch build has no MPS support" if mps is None or not mps.is_built() \
+                else "no Apple GPU is available"
+            raise ValueError(f"trainer.device='mps' but {why}; use trainer.device=cpu or auto")
+        return torch.device("mps")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":

@@ -1,10 +1,35 @@
 """What a run shows while it trains: a tqdm bar with loss, learning rate and throughput on a
-terminal, or a line every ~5% of the run otherwise; only the main process prints."""
+terminal, or a line every ~5% of the run otherwise; only the main process prints. Evaluation
+shows a second bar that counts the model's calls (batches, decoding steps)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
+
+from torch import nn
+
+
+@contextlib.contextmanager
+def evaluation_bar(module: nn.Module, split: str, *, enabled: bool = True) -> Iterator[Any]:
+    """While the block runs, a tqdm bar (on a terminal, when ``enabled``) that ticks at each
+    forward call of ``module``: any task's evaluation shows that it moves and how fast,
+    without the task counting its batches. Yields the bar, or ``None``."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=f"eval {split}", unit=" calls", leave=False, dynamic_ncols=True,
+               file=sys.stderr)
+    handle = module.register_forward_hook(lambda *_: bar.update(1))
+    try:
+        yield bar
+    finally:
+        handle.remove()
+        bar.close()
 
 
 class Progress:
@@ -31,6 +56,10 @@ class Progress:
 
             self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True,
                             file=sys.stderr)
+
+    def evaluating(self, module: nn.Module, split: str) -> contextlib.AbstractContextManager:
+        """``evaluation_bar`` for this run (also after ``close``: final evaluations)."""
+        return evaluation_bar(module, split, enabled=self.enabled)
 
     def update(self) -> None:
         if self.bar is not None:

@@ -32,9 +32,12 @@ def _json_value(value: Any) -> Any:
 class RunFiles:
     """Paths of a run directory and the writes to it (no-ops when ``enabled`` is False)."""
 
-    def __init__(self, root: Path, *, enabled: bool = True) -> None:
+    def __init__(self, root: Path, *, enabled: bool = True,
+                 report_to: list[str] | None = None) -> None:
         self.root = Path(root)
         self.enabled = enabled
+        self.report_to = list(report_to or [])
+        self.loggers: list[Any] = []
         self.checkpoint_dir = self.root / CHECKPOINT_DIR
         self.best_dir = self.checkpoint_dir / "best"
         self.model_dir = self.root / MODEL_DIR
@@ -61,12 +64,31 @@ class RunFiles:
                 if record.get("step", 0) <= step and not record.get("final"):
                     kept.append(line)
             atomic_write_text(self.log_file, "".join(f"{line}\n" for line in kept))
+        self._start_loggers()
+
+    def _start_loggers(self) -> None:
+        from formerkit.train.loggers import build_loggers
+
+        self.loggers = build_loggers(self.report_to, self.root)
+        records = [json.loads(line) for line in self.log_file.read_text().splitlines()] \
+            if self.log_file.exists() else []
+        for logger in self.loggers:
+            logger.start(records)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        record = {k: _json_value(v) for k, v in record.items()}
         with open(self.log_file, "a") as handle:
-            handle.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
+            handle.write(json.dumps(record) + "\n")
+        for logger in self.loggers:
+            logger.log(record)
+
+    def close(self) -> None:
+        """Flush and close the ``report_to`` loggers."""
+        for logger in self.loggers:
+            logger.close()
+        self.loggers = []
 
     def write_metrics(self, metrics: dict[str, float]) -> None:
         if self.enabled:

@@ -94,6 +94,9 @@ class Trainer:
             else self.config.greater_is_better
         self.output_dir = Path(output_dir)
         self.recipe = recipe
+        from formerkit.train.loggers import require_reporters
+
+        require_reporters(self.config.report_to)  # a missing extra fails here, not mid-run
 
     @classmethod
     def from_setup(cls, setup: TaskSetup, config: TrainerConfig, output_dir: str | Path,
@@ -139,7 +142,7 @@ class Trainer:
         self.loader = MicroBatchLoader(self.train_dataset, self.batches, rank=info.rank,
                                        world_size=info.world_size, grad_accum=cfg.grad_accum,
                                        collate_fn=self.collate_fn, num_workers=cfg.num_workers)
-        self.files = RunFiles(self.output_dir, enabled=info.is_main)
+        self.files = RunFiles(self.output_dir, enabled=info.is_main, report_to=cfg.report_to)
         self.step, self.epoch, self.batch_index = 0, 0, 0
         self.best_metric: float | None = None
         self.best_step: int | None = None
@@ -219,6 +222,7 @@ class Trainer:
         try:
             return self._fit()
         finally:
+            self.files.close()
             D.cleanup(self.info)
 
     def _fit(self) -> dict[str, float]:
@@ -326,8 +330,11 @@ class Trainer:
         module = D.unwrap(self.wrapped)
         was_training = module.training
         module.eval()
+        progress = getattr(self, "progress", None)
+        bar = progress.evaluating(module, split) if progress is not None else \
+            contextlib.nullcontext()
         try:
-            with torch.no_grad(), self.autocast():
+            with torch.no_grad(), self.autocast(), bar:
                 metrics = self.evaluate_fn(module, split) or {}
         finally:
             module.train(was_training)

@@ -77,6 +77,24 @@ def _add_output_argument(parser: argparse.ArgumentParser, default: str) -> None:
                         help=f"output file, .png or .svg (default: {default})")
 
 
+def _add_run_output_argument(parser: argparse.ArgumentParser, name: str, where: str) -> None:
+    parser.add_argument("-o", "--output", default=None,
+                        help=f"output file, .png or .svg (default: {where}/{name})")
+
+
+def output_in_run(output: str | Path | None, path: str | Path, name: str) -> Path:
+    """``output``, else ``name`` inside the run directory ``path`` stands for: the folder
+    itself, or the folder holding a given file (``log.jsonl``) or model directory."""
+    if output is not None:
+        return Path(output)
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    elif path.name == "model" and (path.parent / "recipe.yaml").is_file():
+        path = path.parent
+    return path / name
+
+
 def _str_list(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 

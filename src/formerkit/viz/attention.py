@@ -10,12 +10,13 @@ from pathlib import Path
 import torch
 
 from formerkit.viz import (
-    _add_output_argument,
+    _add_run_output_argument,
     _int_list,
     _tokens,
     display_token,
     load_model,
     new_figure,
+    output_in_run,
     register_plot,
     save_figure,
 )
@@ -213,7 +214,7 @@ def _attention_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which attention (default: self, or cross for seq2seq)")
     parser.add_argument("--layers", help="comma-separated layer indices (default: all)")
     parser.add_argument("--heads", help="comma-separated head indices (default: all)")
-    _add_output_argument(parser, "attention.png")
+    _add_run_output_argument(parser, "attention.png", "PATH")
 
 
 @register_plot("attention", "attention heatmaps of a trained model for a text (per layer/head)",
@@ -221,4 +222,4 @@ def _attention_arguments(parser: argparse.ArgumentParser) -> None:
 def _attention_command(args: argparse.Namespace) -> Path:
     fig = plot_attention_for_text(args.path, args.text, target=args.target, kind=args.type,
                                   layers=_int_list(args.layers), heads=_int_list(args.heads))
-    return save_figure(fig, args.output)
+    return save_figure(fig, output_in_run(args.output, args.path, "attention.png"))

@@ -9,7 +9,14 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from formerkit.viz import _add_output_argument, _str_list, new_figure, register_plot, save_figure
+from formerkit.viz import (
+    _add_run_output_argument,
+    _str_list,
+    new_figure,
+    output_in_run,
+    register_plot,
+    save_figure,
+)
 
 _NOT_PLOTTED = {"step", "epoch", "time", "elapsed", "elapsed_s", "tokens_per_s", "samples_per_s",
                 "tokens"}
@@ -135,7 +142,7 @@ def _curves_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smooth", type=float, default=0.0,
                         help="moving-average weight for the training loss, in [0, 1)")
     parser.add_argument("--log-scale", action="store_true", help="log y axis for the loss")
-    _add_output_argument(parser, "curves.png")
+    _add_run_output_argument(parser, "curves.png", "the first RUN")
 
 
 @register_plot("curves", "training curves (loss, validation metrics, lr) of one or more runs",
@@ -143,4 +150,4 @@ def _curves_arguments(parser: argparse.ArgumentParser) -> None:
 def _curves_command(args: argparse.Namespace) -> Path:
     fig = plot_curves(args.runs, labels=_str_list(args.labels), metrics=_str_list(args.metrics),
                       smooth=args.smooth, log_scale=args.log_scale)
-    return save_figure(fig, args.output)
+    return save_figure(fig, output_in_run(args.output, args.runs[0], "curves.png"))

@@ -115,7 +115,12 @@ def patchify(x: torch.Tensor, patch_len: int, stride: int, *, pad_end: int = 0,
     if x.shape[-1] < patch_len:
         raise ValueError(f"series of length {x.shape[-1]} is shorter than "
                          f"patch_len={patch_len}")
-    return x.unfold(-1, patch_len, stride)  # (B, C, P, patch_len)
+    # Gather by index rather than Tensor.unfold: the same values, and ONNX-exportable with a
+    # dynamic batch (the exporter cannot size unfold's input after the edge padding).
+    n_patches = (x.shape[-1] - patch_len) // stride + 1
+    index = torch.arange(n_patches, device=x.device)[:, None] * stride \
+        + torch.arange(patch_len, device=x.device)  # (P, patch_len)
+    return x[..., index]  # (B, C, P, patch_len)
 
 
 class TokenEmbedding(nn.Module):
