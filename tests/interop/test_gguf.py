@@ -393,3 +393,46 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and "GGUF file" in err and "does not exist" in err
+
+
+def llamacpp_rope_factors(head_dim: int, theta: float, scaling: dict) -> np.ndarray:
+    """``rope_freqs.weight`` as llama.cpp's converter computes it for Llama 3.1 scaling."""
+    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    context = scaling["original_max_position_embeddings"]
+    factors = []
+    for freq in freqs:
+        wavelength = 2 * np.pi / freq
+        if wavelength < context / high:
+            factors.append(1.0)
+        elif wavelength > context / low:
+            factors.append(factor)
+        else:
+            smooth = (context / wavelength - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
+@pytest.mark.parametrize("low,high,context", [(1.0, 4.0, 16), (1.0, 32.0, 512), (1.0, 1.5, 64)])
+def test_llama3_rope_scaling_from_rope_freqs(tmp_path, low, high, context):
+    # transformers' GGUF loader ignores rope_freqs.weight; the source model is the oracle
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": low,
+               "high_freq_factor": high, "original_max_position_embeddings": context}
+    source = hf_model(rope_scaling=scaling, rope_theta=50000.0)
+    factors = llamacpp_rope_factors(16, 50000.0, scaling)
+    file = tmp_path / "llama3.gguf"
+    write_gguf(file, source, extra=lambda w: w.add_tensor("rope_freqs.weight", factors))
+    ours = formerkit.from_pretrained(file)
+    assert ours.config.rope_scaling["rope_type"] == "llama3"
+    ids = ids_for(ours, shape=(1, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, source(ids).logits, atol=1e-4, rtol=0)
+
+
+def test_rope_freqs_that_are_not_llama3_scaling_are_an_error(tmp_path):
+    file = tmp_path / "odd.gguf"
+    odd = np.array([1.0, 3.0, 1.0, 2.0, 8.0, 1.0, 8.0, 4.0], dtype=np.float32)
+    write_gguf(file, hf_model(num_hidden_layers=1),
+               extra=lambda w: w.add_tensor("rope_freqs.weight", odd))
+    with pytest.raises(ValueError, match="not Llama 3 rope scaling"):
+        formerkit.from_pretrained(file)

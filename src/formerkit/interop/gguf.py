@@ -11,6 +11,7 @@ the two halves); that permutation is undone here exactly as transformers undoes 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +21,13 @@ import torch
 from formerkit.interop.hf import StateDict
 from formerkit.interop.hf_llama import state_dict_from_hf, state_dict_to_hf
 from formerkit.models.base import load_state_dict_into
+from formerkit.nn.rotary import inverse_frequencies
 
 if TYPE_CHECKING:
     from formerkit.models.base import PreTrainedModel
 
 GGUF_SUFFIX = ".gguf"
+ROPE_FREQS = "rope_freqs.weight"  # llama.cpp's per-frequency divisors (Llama 3.1 rope scaling)
 ARCHITECTURES = ("llama", "qwen2")  # general.architecture values formerkit loads
 _MISSING = object()
 
@@ -121,6 +124,11 @@ def config_from_gguf(file: GGUFFile) -> dict[str, Any]:
         raise ValueError(f"{file.path}: rope.dimension_count={rotary} rotates part of each "
                          f"head (key_length={head_dim}); the Llama family rotates it whole")
     names = set(file.tensors)
+    theta = float(file.key("rope.freq_base", 10000.0))
+    scaling = _rope_scaling(file)
+    if scaling is None and ROPE_FREQS in names:
+        scaling = llama3_scaling_from_factors(file, head_dim or rotary or
+                                              file.key("embedding_length") // n_heads, theta)
     tokens = file.metadata.get("tokenizer.ggml.tokens")
     vocab = file.key("vocab_size", None) or (len(tokens) if tokens else None)
     if vocab is None and "token_embd.weight" in names:
@@ -131,7 +139,7 @@ def config_from_gguf(file: GGUFFile) -> dict[str, Any]:
         n_layers=file.key("block_count"), d_ff=file.key("feed_forward_length"),
         head_dim=head_dim or rotary, max_seq_len=file.key("context_length", 2048),
         rms_norm_eps=float(file.key("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=float(file.key("rope.freq_base", 10000.0)), rope_scaling=_rope_scaling(file),
+        rope_theta=theta, rope_scaling=scaling,
         tie_embeddings="output.weight" not in names, activation="silu",
         bos_token_id=file.metadata.get("tokenizer.ggml.bos_token_id"),
         eos_token_id=file.metadata.get("tokenizer.ggml.eos_token_id"),
@@ -164,6 +172,51 @@ def _rope_scaling(file: GGUFFile) -> dict[str, Any] | None:
     original = file.key("rope.scaling.original_context_length", None)
     if original:
         scaling["original_max_position_embeddings"] = int(original)
+    return scaling
+
+
+def llama3_scaling_from_factors(file: GGUFFile, head_dim: int, theta: float
+                                ) -> dict[str, Any] | None:
+    """HF's ``llama3`` rope scaling recovered from ``rope_freqs.weight``, all llama.cpp keeps
+    of it: per rotary pair, the divisor of its frequency (1 for short wavelengths, ``factor``
+    for long ones, interpolated between). Only the two wavelength bounds matter, so the
+    context is fixed and the bounds set the low/high factors. Checked by recomputing the
+    divisors: anything else is an error rather than a silently different model."""
+    factors = torch.from_numpy(dequantize(file, ROPE_FREQS)).double().flatten()
+    base = inverse_frequencies(head_dim, theta).double()
+    if factors.shape != base.shape:
+        raise ValueError(f"{file.path}: {ROPE_FREQS} has {factors.numel()} values, the rotary "
+                         f"embedding {base.numel()} frequencies")
+    factor = float(factors.max())
+    if torch.allclose(factors, torch.ones_like(factors)):
+        return None
+    wavelength = 2 * math.pi / base
+    tol = 1e-4 * factor
+    kept, slowed = factors <= 1 + tol, factors >= factor - tol
+    band = ~kept & ~slowed
+    # in the band 1/divisor = (1 - s)/factor + s, with s linear in 1/wavelength
+    s = (1 / factors[band] - 1 / factor) / (1 - 1 / factor)
+    below = float(wavelength[kept].max()) if kept.any() else float(wavelength.min()) / 2
+    above = float(wavelength[slowed].min()) if slowed.any() else float(wavelength.max()) * 2
+    if int(band.sum()) >= 2:
+        slope, intercept = np.polyfit((1 / wavelength[band]).numpy(), s.numpy(), 1)
+        inv_low, inv_high = -intercept / slope, (1 - intercept) / slope  # s = 0 and s = 1
+    elif int(band.sum()) == 1:
+        w0, s0 = float(wavelength[band][0]), float(s[0])
+        high = math.sqrt(below * w0)
+        inv_high, inv_low = 1 / high, (1 / w0 - s0 / high) / (1 - s0)
+    else:
+        middle = math.sqrt(below * above)
+        inv_high, inv_low = 1 / middle, 1 / (middle * (1 + 1e-3))
+    context = int(file.key("rope.scaling.original_context_length", 8192))
+    scaling = {"rope_type": "llama3", "factor": factor,
+               "low_freq_factor": float(context * inv_low),
+               "high_freq_factor": float(context * inv_high),
+               "original_max_position_embeddings": context}
+    recovered = base / inverse_frequencies(head_dim, theta, scaling).double()
+    if not torch.allclose(recovered, factors, rtol=1e-3, atol=0):
+        raise ValueError(f"{file.path}: {ROPE_FREQS} holds frequency factors that are not "
+                         "Llama 3 rope scaling, which formerkit cannot apply")
     return scaling
 
 
@@ -205,6 +258,8 @@ def hf_state_dict(file: GGUFFile, config: Any, hf_names: list[str]) -> StateDict
             to_hf[gguf_name] = hf_name
     state: StateDict = {}
     for name in file.tensors:
+        if name == ROPE_FREQS:
+            continue  # read into the config's rope scaling
         weight = dequantize(file, name)
         if arch == "llama" and (".attn_q." in name or ".attn_k." in name):
             weight = unpermute_rows(weight, config.n_heads if ".attn_q." in name
