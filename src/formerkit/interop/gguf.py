@@ -130,9 +130,10 @@ def config_from_gguf(file: GGUFFile) -> dict[str, Any]:
         scaling = llama3_scaling_from_factors(file, head_dim or rotary or
                                               file.key("embedding_length") // n_heads, theta)
     tokens = file.metadata.get("tokenizer.ggml.tokens")
-    vocab = file.key("vocab_size", None) or (len(tokens) if tokens else None)
+    vocab = file.key("vocab_size", None)
     if vocab is None and "token_embd.weight" in names:
         vocab = int(file.tensors["token_embd.weight"].shape[-1])  # GGML order: (D, V)
+    vocab = vocab or (len(tokens) if tokens else None)
     values: dict[str, Any] = dict(
         vocab_size=vocab, d_model=file.key("embedding_length"), n_heads=n_heads,
         n_kv_heads=file.key("attention.head_count_kv", n_heads),
@@ -281,7 +282,7 @@ def load_gguf(cls: type[PreTrainedModel], path: str | Path,
     from formerkit.models.llama import LlamaForCausalLM, LlamaModel
 
     file = GGUFFile(path)
-    if cls not in (LlamaForCausalLM, LlamaModel):
+    if not issubclass(cls, (LlamaForCausalLM, LlamaModel)):
         raise ValueError(f"{file.path} holds a {file.metadata.get('general.architecture')!r} "
                          f"causal language model, which cannot be loaded as {cls.__name__}; "
                          "use LlamaForCausalLM or LlamaModel")
@@ -289,13 +290,13 @@ def load_gguf(cls: type[PreTrainedModel], path: str | Path,
     values.update(overrides or {})
     config = cls.config_class.from_dict(values)
     model = cls(config)
+    kind = "LlamaModel" if issubclass(cls, LlamaModel) else "LlamaForCausalLM"
     # the names of the causal LM's HF checkpoint ("model." prefix, and the LM head for the
     # file's output.weight, which state_dict_from_hf drops for the bare backbone)
     hf_names = {name if name.startswith(("model.", "lm_head.")) else "model." + name
-                for name in state_dict_to_hf(model.state_dict(), config, cls.__name__)}
+                for name in state_dict_to_hf(model.state_dict(), config, kind)}
     hf_names.add("lm_head.weight")
-    state = state_dict_from_hf(hf_state_dict(file, config, sorted(hf_names)), config,
-                               cls.__name__)
+    state = state_dict_from_hf(hf_state_dict(file, config, sorted(hf_names)), config, kind)
     load_state_dict_into(model, state, source=file.path)
     model.tokenizer = tokenizer_from_gguf(file)
     ids = {k: getattr(config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
