@@ -359,6 +359,13 @@ def test_unsupported_quantization_type_is_named(tmp_path):
         formerkit.from_pretrained(file)
 
 
+def test_partial_rotary_is_named(tmp_path):
+    file = tmp_path / "partial.gguf"  # rotary over 8 of the 16 features of a head
+    write_gguf(file, hf_model(num_hidden_layers=1), head_dim=8)
+    with pytest.raises(ValueError, match="rope.dimension_count=8 rotates part of each head"):
+        formerkit.from_pretrained(file)
+
+
 def test_unsupported_rope_scaling_is_named(tmp_path):
     file = tmp_path / "yarn.gguf"
     write_gguf(file, hf_model(num_hidden_layers=1), extra=lambda w: w.add_rope_scaling_type(

@@ -118,11 +118,13 @@ def config_from_gguf(file: GGUFFile) -> dict[str, Any]:
     arch = file.architecture
     name = str(file.metadata.get("general.name") or "")
     n_heads = file.key("attention.head_count")
-    head_dim = file.key("attention.key_length", None)
+    query = file.tensors.get("blk.0.attn_q.weight")  # GGML shape (D, H * K)
+    head_dim = file.key("attention.key_length", None) or \
+        (int(query.shape[-1]) // n_heads if query is not None else None)
     rotary = file.key("rope.dimension_count", None)
     if head_dim is not None and rotary is not None and rotary != head_dim:
         raise ValueError(f"{file.path}: rope.dimension_count={rotary} rotates part of each "
-                         f"head (key_length={head_dim}); the Llama family rotates it whole")
+                         f"head (head width {head_dim}); the Llama family rotates it whole")
     names = set(file.tensors)
     theta = float(file.key("rope.freq_base", 10000.0))
     scaling = _rope_scaling(file)
