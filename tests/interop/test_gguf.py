@@ -443,3 +443,22 @@ def test_rope_freqs_that_are_not_llama3_scaling_are_an_error(tmp_path):
                extra=lambda w: w.add_tensor("rope_freqs.weight", odd))
     with pytest.raises(ValueError, match="not Llama 3 rope scaling"):
         formerkit.from_pretrained(file)
+
+
+def test_docs_snippets_run(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    guide = Path(__file__).resolve().parents[2] / "docs" / "gguf.md"
+    monkeypatch.chdir(tmp_path)  # the guide's file names, written here
+    write_gguf(tmp_path / "qwen2.5-0.5b-instruct-q8_0.gguf", hf_model("qwen2", "gpt2"),
+               "qwen2", "gpt2", Q.Q8_0, pre="qwen2")
+    write_gguf(tmp_path / "Llama-3.2-1B-Q4_K_M.gguf", hf_model(intermediate_size=256),
+               qtype=Q.Q4_K)
+    snippets = re.findall(r"```python\n(.*?)```", guide.read_text(), flags=re.S)
+    assert len(snippets) == 2
+    namespace: dict = {}
+    for code in snippets:
+        exec(code, namespace)
+    assert (tmp_path / "qwen2.5-0.5b" / "tokenizer.json").is_file()
+    assert (tmp_path / "qwen2.5-0.5b-hf" / "config.json").is_file()
