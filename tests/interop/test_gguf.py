@@ -273,6 +273,14 @@ def test_tokenizer_encodes_like_transformers(tmp_path, arch, tokenizer, pre):
     assert ours.vocab_size == len(reference)
 
 
+def test_pre_tokenizer_splits_are_transformers_own():
+    mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
+    from formerkit.interop.gguf_tokenizer import PRE_TOKENIZER_SPLITS
+
+    for pre, split in PRE_TOKENIZER_SPLITS.items():
+        assert mapping.GGUF_PRE_TOKENIZER_SPLITS[pre] == split, pre
+
+
 def test_roles_and_generation_config_come_from_the_file(tmp_path):
     file = tmp_path / "roles.gguf"
     write_gguf(file, hf_model(), extra=lambda w: w.add_pad_token_id(0))
