@@ -52,8 +52,13 @@ def _is_main_process() -> bool:
 # ---- run and model directories ---------------------------------------------------------------
 def resolve_dir(path: str | Path) -> tuple[Path | None, Path]:
     """``(run_dir or None, model_dir)`` for a run directory (holding ``recipe.yaml``) or a
-    model directory (holding ``config.json``; its parent is the run if it holds a recipe)."""
+    model directory (holding ``config.json``; its parent is the run if it holds a recipe), or
+    a llama.cpp ``.gguf`` file (a model on its own)."""
     path = Path(path)
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {path} does not exist")
+        return None, path
     if not path.is_dir():
         raise FileNotFoundError(f"directory {path} does not exist")
     if (path / "recipe.yaml").is_file():
@@ -65,8 +70,12 @@ def resolve_dir(path: str | Path) -> tuple[Path | None, Path]:
                             "directory (with config.json)")
 
 
+def _is_gguf(path: Path) -> bool:
+    return path.suffix.lower() == ".gguf" and path.is_file()
+
+
 def _check_model_dir(model_dir: Path) -> Path:
-    if not (model_dir / "config.json").is_file():
+    if not (model_dir / "config.json").is_file() and not _is_gguf(model_dir):
         raise FileNotFoundError(f"{model_dir} holds no saved model (config.json); has the run "
                                 "finished?")
     return model_dir
@@ -88,7 +97,8 @@ def task_for(path: str | Path, hook: str) -> tuple[Any, Path]:
         from formerkit.train.recipe import load_recipe
 
         return get_task(load_recipe(run / "recipe.yaml").task_name), model_dir
-    raw = json.loads((model_dir / "config.json").read_text())
+    raw = {"model_type": "llama"} if _is_gguf(model_dir) else \
+        json.loads((model_dir / "config.json").read_text())
     model_name = (raw.get("formerkit") or {}).get("model") or \
         HF_MODEL_TYPES.get(raw.get("model_type", ""), raw.get("model_type", ""))
     names = list_tasks()

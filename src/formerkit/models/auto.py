@@ -9,8 +9,10 @@ from formerkit.models.registry import get_model_class
 
 
 def model_class_for(path: str | Path) -> type[PreTrainedModel]:
-    """The class a formerkit or HuggingFace model directory holds."""
+    """The class a formerkit or HuggingFace model directory (or a GGUF file) holds."""
     path = Path(path)
+    if path.suffix.lower() == ".gguf" and not path.is_dir():  # llama.cpp: a Llama-family LM
+        return get_model_class("LlamaForCausalLM")
     raw = read_config(path)
     if "formerkit" in raw:
         name = raw["formerkit"].get("class", "")
@@ -26,5 +28,6 @@ def model_class_for(path: str | Path) -> type[PreTrainedModel]:
 
 
 def from_pretrained(path: str | Path, **config_overrides) -> PreTrainedModel:
-    """Load a model directory (formerkit or HuggingFace) as the class it was saved from."""
+    """Load a model directory (formerkit or HuggingFace) or a GGUF file as the class it was
+    saved from."""
     return model_class_for(path).from_pretrained(path, **config_overrides)

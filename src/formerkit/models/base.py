@@ -250,12 +250,17 @@ class PreTrainedModel(nn.Module):
     # ---- loading ------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls: type[M], path: str | Path, **config_overrides: Any) -> M:
-        """Load a formerkit directory, or a HuggingFace directory of a supported type.
+        """Load a formerkit directory, a HuggingFace directory of a supported type, or a
+        llama.cpp ``.gguf`` file of the Llama family.
 
         ``config_overrides`` replace config fields that do not change weight shapes
         (e.g. ``dropout=0.0``).
         """
         path = Path(path)
+        if path.suffix.lower() == ".gguf" and not path.is_dir():  # llama.cpp: all in one file
+            from formerkit.interop.gguf import load_gguf
+
+            return load_gguf(cls, path, config_overrides)
         raw = read_config(path)
         if "formerkit" not in raw:
             from formerkit.interop.hf import load_hf
