@@ -198,3 +198,55 @@ def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["train", str(recipe), "-o", str(tmp_path / "r"),
                      "trainer.device=cuda"]) == 2
     assert "no CUDA device is available" in _error_line(capsys)
+
+
+def _run_importing(run_dir: Path, target: Path, module: str) -> Path:
+    """A copy of ``run_dir`` whose recipe also imports ``module``."""
+    import yaml
+
+    shutil.copytree(run_dir, target)
+    recipe = yaml.safe_load((target / "recipe.yaml").read_text())
+    recipe["imports"] = [*recipe["imports"], module]
+    (target / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return target
+
+
+def _marker_module(folder: Path, name: str) -> Path:
+    """A module that leaves a file behind when imported (i.e. when its code runs)."""
+    marker = folder / f"{name}.ran"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    return marker
+
+
+@pytest.mark.parametrize("command", ["evaluate", "generate", "predict"])
+def test_a_run_directorys_imports_run_only_with_trust_imports(command, run_dir, tmp_path,
+                                                               capsys, monkeypatch):
+    name = f"fk_marker_{command}"
+    marker = _marker_module(tmp_path / "lib", name)
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    run = _run_importing(run_dir, tmp_path / "run", name)
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("1 2 3\n")
+    extra = {"evaluate": [], "generate": ["--prompt", "1 2"], "predict": ["-i", str(inputs)]}
+    argv = [command, str(run), *extra[command]]
+    assert cli.main(argv) == 2
+    line = _error_line(capsys)
+    assert f"imports Python modules (toytask, {name})" in line and "--trust-imports" in line
+    assert not marker.exists() and name not in sys.modules
+    assert cli.main(argv + ["--trust-imports"]) == 0
+    assert marker.exists()
+    sys.modules.pop(name, None)
+
+
+def test_the_current_folder_is_not_on_the_import_path(run_dir, tmp_path):
+    cwd = tmp_path / "cwd"
+    marker = _marker_module(cwd, "fk_cwd_module")
+    run = _run_importing(run_dir, tmp_path / "run", "fk_cwd_module")
+    result = subprocess.run([sys.executable, "-m", "formerkit", "generate", str(run),
+                             "--prompt", "1 2", "--trust-imports"], cwd=cwd,
+                            env=toytask.subprocess_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "No module named 'fk_cwd_module'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not marker.exists()
