@@ -18,9 +18,9 @@ import torch
 from formerkit.models.base import (
     CONFIG_NAME,
     WEIGHTS_NAME,
-    load_state_dict_into,
-    load_weights,
+    build_from_weights,
     save_state_dict,
+    weights_file,
 )
 
 if TYPE_CHECKING:
@@ -91,12 +91,9 @@ def load_hf(cls: type[PreTrainedModel], path: Path, raw_config: dict[str, Any],
     values = converter.config_from_hf(raw_config)
     values.update(overrides)
     config: ConfigBase = cls.config_class.from_dict(values)
-    model = cls(config)
-    hf_state = load_weights(path)
-    state = converter.state_dict_from_hf(hf_state, config, cls.__name__)
-    source = path / WEIGHTS_NAME if (path / WEIGHTS_NAME).is_file() else path / "pytorch_model.bin"
-    load_state_dict_into(model, state, source=source)
-    return model
+    return build_from_weights(
+        cls, config, weights_file(path),
+        convert=lambda state: converter.state_dict_from_hf(state, config, cls.__name__))
 
 
 def save_hf(model: PreTrainedModel, path: Path) -> None:
