@@ -176,3 +176,17 @@ def test_output_dir_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
     recipe = toytask.write_recipe(tmp_path / "toy.yaml")
     assert cli.main(["train", str(recipe), "-o", str(target)]) == 2
     assert "is a file, not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe, override, match", [
+    ("toy", "model.n_layers=100000000", "more than this machine's"),
+    ("toy", "model.d_model=1000000", "more than this machine's"),
+    ("gpt-shakespeare-char", "data.dataset=../../../../etc", "must be a plain name"),
+])
+def test_impossible_sizes_and_path_names_are_one_line_exit_2(tmp_path, capsys, recipe,
+                                                             override, match):
+    if recipe == "toy":
+        recipe = str(toytask.write_recipe(tmp_path / "toy.yaml"))
+    assert cli.main(["train", recipe, "-o", str(tmp_path / "r"), override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and match in err

@@ -88,9 +88,12 @@ def load_hf(cls: type[PreTrainedModel], path: Path, raw_config: dict[str, Any],
     if cls.__name__ not in converter.architectures.values():
         raise ValueError(f"{path} holds a HuggingFace {raw_config.get('model_type')!r} "
                          f"checkpoint, which cannot be loaded as {cls.__name__}")
-    values = converter.config_from_hf(raw_config)
-    values.update(overrides)
-    config: ConfigBase = cls.config_class.from_dict(values)
+    try:
+        values = converter.config_from_hf(raw_config)
+        values.update(overrides)
+        config: ConfigBase = cls.config_class.from_dict(values)
+    except (TypeError, ValueError) as err:  # e.g. "n_layer": 1.5, "layer_norm_epsilon": NaN
+        raise ValueError(f"{path / CONFIG_NAME}: {' '.join(str(err).split())}") from None
     return build_from_weights(
         cls, config, weights_file(path),
         convert=lambda state: converter.state_dict_from_hf(state, config, cls.__name__))
