@@ -86,9 +86,11 @@ class RunFiles:
         return removed
 
     def archive(self) -> Path | None:
-        """Move the outputs of an earlier run into ``previous/<UTC time>/`` (a restart keeps
-        them rather than deleting them); ``None`` when there was nothing to move."""
+        """Move the outputs of an earlier run (and the settings it kept) into
+        ``previous/<UTC time>/``: a restart keeps them rather than deleting them. ``None`` when
+        there was nothing to move."""
         present = [name for name in RUN_OUTPUTS if (self.root / name).exists()]
+        present += sorted(p.name for p in self.root.glob("settings.step_*.json"))
         if not self.enabled or not present:
             return None
         target = self.root / PREVIOUS_DIR / time.strftime("%Y%m%d-%H%M%S", time.gmtime())

@@ -460,7 +460,8 @@ class Trainer:
                 weights = D.full_state_dict(self.wrapped)
                 if self.info.is_main:
                     ckpt.save_checkpoint(self.files.best_dir, self.step, weights,
-                                         {"step": self.step, "metric": value}, keep=1)
+                                         {"step": self.step, "metric": value}, keep=1,
+                                         settings=self.settings)
         else:
             self.bad_evals += 1
         patience = self.config.early_stopping_patience
