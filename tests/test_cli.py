@@ -239,6 +239,7 @@ def test_a_run_directorys_imports_run_only_with_trust_imports(command, run_dir, 
     sys.modules.pop(name, None)
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_the_current_folder_is_not_on_the_import_path(run_dir, tmp_path):
     cwd = tmp_path / "cwd"
     marker = _marker_module(cwd, "fk_cwd_module")

@@ -35,6 +35,7 @@ def _flip(file: Path) -> None:
     file.write_bytes(bytes(data))
 
 
+@pytest.mark.slow  # three toy runs
 def test_every_checkpoint_corrupt_stops_instead_of_restarting(tmp_path, capsys):
     run = tmp_path / "run"
     _train(tmp_path, run)
