@@ -191,3 +191,25 @@ def test_impossible_sizes_and_path_names_are_one_line_exit_2(tmp_path, capsys, r
     assert cli.main(["train", recipe, "-o", str(tmp_path / "r"), override]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and match in err
+
+
+def test_full_disk_while_saving_the_model_is_one_line_too(tmp_path, monkeypatch, capsys):
+    from safetensors import SafetensorError
+
+    import formerkit.models.base as base
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+
+    run = tmp_path / "run"
+    _train(tmp_path, run, trainer={"max_steps": 2})
+    (run / "model").rename(run / "model-kept")
+    monkeypatch.setattr(base, "save_state_dict", full_disk)
+    recipe = toytask.write_recipe(tmp_path / "toy.yaml")
+    argv = ["train", str(recipe), "-o", str(run)] + [f"trainer.{k}={v}" for k, v in
+                                                     {**TRAINER, "max_steps": 2}.items()]
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("formerkit: error: cannot write to") and "os error 28" in last

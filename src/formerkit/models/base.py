@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -304,8 +305,17 @@ def parameters_on_meta() -> Iterator[None]:
 
     ``torch.nn.init`` functions skip meta tensors meanwhile, as transformers'
     ``no_init_weights`` does: the weights are about to be replaced, and a first random fill on
-    meta costs a second of imports.
+    meta costs a second of imports. The patch is process-wide (as accelerate's
+    ``init_empty_weights``), so builds under it are serialised.
     """
+    with _META_BUILD:
+        yield from _patched_for_meta()
+
+
+_META_BUILD = threading.RLock()  # re-entrant: a model may load another in __init__
+
+
+def _patched_for_meta() -> Iterator[None]:
     register = nn.Module.register_parameter
 
     def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:

@@ -308,7 +308,7 @@ class Trainer:
         self._prepare()
         try:
             return self._fit()
-        except (OSError, RuntimeError) as err:
+        except Exception as err:  # torch and safetensors report a full disk in their own types
             if not _disk_full(err):
                 raise
             raise TrainingError(f"cannot write to {self.output_dir}: {_one_line(err)} (is the "
@@ -526,11 +526,15 @@ class Trainer:
 
 
 def _disk_full(err: BaseException) -> bool:
-    """A write that failed for lack of space (torch.save reports it as a RuntimeError)."""
+    """A write that failed for lack of space: an ``OSError`` (ENOSPC, EDQUOT), or torch.save's
+    ``RuntimeError`` and safetensors' ``SafetensorError`` that only say so in their text."""
     if isinstance(err, OSError):
         return err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    if isinstance(err, (ValueError, TypeError, KeyError, TrainingError)):
+        return False
     text = str(err)
-    return "No space left on device" in text or "file write failed" in text
+    return any(sign in text for sign in ("No space left on device", "file write failed",
+                                         "Disk quota exceeded", "os error 28"))
 
 
 def _one_line(err: BaseException) -> str:
