@@ -58,6 +58,8 @@ def test_every_checkpoint_corrupt_stops_instead_of_restarting(tmp_path, capsys):
     assert _steps(run) == [1, 2, 3, 4, 5, 6]
     previous = list((run / "previous").iterdir())
     assert len(previous) == 1 and (previous[0] / "log.jsonl").read_text() == log_before
+    assert {"recipe.yaml", "metrics.json", "model", "after_training.txt"} <= \
+        {p.name for p in previous[0].iterdir()}
     assert sorted(p.name for p in (previous[0] / "checkpoint").iterdir() if
                   p.name.startswith("step_")) == [p.name for p in checkpoints]
 

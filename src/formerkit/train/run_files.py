@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from formerkit.train.checkpoint import atomic_write_text, fsync_dir
+from formerkit.train.run_lock import LOCK_FILE
 
 RECIPE_FILE = "recipe.yaml"
 LOG_FILE = "log.jsonl"
@@ -24,8 +25,8 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"
 PREVIOUS_DIR = "previous"
-# What a restart moves aside: everything a run writes (the lock and earlier archives stay).
-RUN_OUTPUTS = (RECIPE_FILE, LOG_FILE, METRICS_FILE, CHECKPOINT_DIR, MODEL_DIR)
+# A restart moves everything else aside (run files, task artifacts, kept settings).
+KEPT_ON_RESTART = (LOCK_FILE, PREVIOUS_DIR)
 
 
 def _json_value(value: Any) -> Any:
@@ -86,11 +87,11 @@ class RunFiles:
         return removed
 
     def archive(self) -> Path | None:
-        """Move the outputs of an earlier run (and the settings it kept) into
+        """Move everything of an earlier run (its files, task artifacts, kept settings) into
         ``previous/<UTC time>/``: a restart keeps them rather than deleting them. ``None`` when
         there was nothing to move."""
-        present = [name for name in RUN_OUTPUTS if (self.root / name).exists()]
-        present += sorted(p.name for p in self.root.glob("settings.step_*.json"))
+        present = sorted(p.name for p in self.root.iterdir() if p.name not in KEPT_ON_RESTART) \
+            if self.root.is_dir() else []
         if not self.enabled or not present:
             return None
         target = self.root / PREVIOUS_DIR / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
