@@ -107,8 +107,9 @@ def test_resuming_with_changed_settings_lists_them(tmp_path, capsys):
                    "trainer.seed: 0 -> 3", "--resume-with-changes"):
         assert change in message
     assert (run / "log.jsonl").read_text() == log_before
-    # Only presentation changed: no difference.
-    _train(tmp_path, run, trainer={"max_steps": 4, "lr": 0.01, "progress": True})
+    # Only how it is shown and saved changed: no difference.
+    _train(tmp_path, run, trainer={"max_steps": 4, "lr": 0.01, "progress": True,
+                                   "log_every": 2, "checkpoint_every": 4})
 
     _train(tmp_path, run, trainer={"max_steps": 6, "lr": 0.02}, resume_with_changes=True)
     assert _steps(run) == [1, 2, 3, 4, 5, 6]

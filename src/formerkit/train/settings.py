@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# Keys that change how a run is shown or fed, never what it computes.
-IGNORED = frozenset({"name", "description", "trainer.progress", "trainer.num_workers"})
+# Keys that change how a run is shown, fed or saved, never what it computes (resuming is bit
+# for bit exact whatever the checkpoint cadence).
+IGNORED = frozenset({"name", "description", "trainer.progress", "trainer.num_workers",
+                     "trainer.log_every", "trainer.checkpoint_every", "trainer.keep_checkpoints"})
 RESUME_WITH_CHANGES_HINT = "--resume-with-changes (formerkit.train(..., resume_with_changes=True))"
 
 
@@ -56,7 +58,4 @@ class _Unset:
 
 
 _UNSET = _Unset()
-
-
-def _show(value: Any) -> str:
-    return repr(value) if not isinstance(value, _Unset) else "(unset)"
+_show = repr
