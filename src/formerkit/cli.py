@@ -287,7 +287,7 @@ def _untrusted_folder_off_path() -> None:
     """Drop the current folder that ``python -m`` puts first on ``sys.path``, so a module
     named in a recipe's ``imports`` is never picked up from wherever the command runs
     (``PYTHONPATH=.`` still adds it on purpose)."""
-    if sys.path and sys.path[0] in ("", os.getcwd()) and not sys.flags.safe_path:
+    if sys.path and sys.path[0] in ("", os.getcwd()) and not getattr(sys.flags, "safe_path", 0):
         sys.path.pop(0)
 
 
