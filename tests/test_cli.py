@@ -74,13 +74,15 @@ def test_recipes_lists_names_and_descriptions(capsys):
 
 def test_train_run_then_evaluate_generate_predict(run_dir, tmp_path, capsys):
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert cli.main(["evaluate", str(run_dir)]) == 0
+    # The toy recipe imports its module: trusted explicitly (docs/guarantees.md).
+    assert cli.main(["evaluate", str(run_dir), "--trust-imports"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(metrics, abs=1e-6)
-    assert cli.main(["evaluate", str(run_dir / "model"), "--split", "val"]) == 0
+    assert cli.main(["evaluate", str(run_dir / "model"), "--split", "val",
+                     "--trust-imports"]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"val_loss", "val_accuracy"}
 
     assert cli.main(["generate", str(run_dir), "--prompt", "1 2 3", "--max-new-tokens",
-                     "2"]) == 0
+                     "2", "--trust-imports"]) == 0
     out = capsys.readouterr().out.split()
     assert out[:3] == ["1", "2", "3"] and len(out) == 5
 
@@ -91,7 +93,7 @@ def test_train_run_then_evaluate_generate_predict(run_dir, tmp_path, capsys):
 
     inputs = tmp_path / "in.txt"
     inputs.write_text("1 2 3\n5 7 9\n")
-    assert cli.main(["predict", str(run_dir), "--input", str(inputs)]) == 0
+    assert cli.main(["predict", str(run_dir), "--input", str(inputs), "--trust-imports"]) == 0
     predictions = json.loads(capsys.readouterr().out)
     assert len(predictions) == 2 and all(isinstance(p, int) for p in predictions)
     output = tmp_path / "pred.json"
@@ -201,3 +203,56 @@ def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["train", str(recipe), "-o", str(tmp_path / "r"),
                      "trainer.device=cuda"]) == 2
     assert "no CUDA device is available" in _error_line(capsys)
+
+
+def _run_importing(run_dir: Path, target: Path, module: str) -> Path:
+    """A copy of ``run_dir`` whose recipe also imports ``module``."""
+    import yaml
+
+    shutil.copytree(run_dir, target)
+    recipe = yaml.safe_load((target / "recipe.yaml").read_text())
+    recipe["imports"] = [*recipe["imports"], module]
+    (target / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return target
+
+
+def _marker_module(folder: Path, name: str) -> Path:
+    """A module that leaves a file behind when imported (i.e. when its code runs)."""
+    marker = folder / f"{name}.ran"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    return marker
+
+
+@pytest.mark.parametrize("command", ["evaluate", "generate", "predict"])
+def test_a_run_directorys_imports_run_only_with_trust_imports(command, run_dir, tmp_path,
+                                                               capsys, monkeypatch):
+    name = f"fk_marker_{command}"
+    marker = _marker_module(tmp_path / "lib", name)
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    run = _run_importing(run_dir, tmp_path / "run", name)
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("1 2 3\n")
+    extra = {"evaluate": [], "generate": ["--prompt", "1 2"], "predict": ["-i", str(inputs)]}
+    argv = [command, str(run), *extra[command]]
+    assert cli.main(argv) == 2
+    line = _error_line(capsys)
+    assert f"imports Python modules (toytask, {name})" in line and "--trust-imports" in line
+    assert not marker.exists() and name not in sys.modules
+    assert cli.main(argv + ["--trust-imports"]) == 0
+    assert marker.exists()
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.slow  # a CLI subprocess
+def test_the_current_folder_is_not_on_the_import_path(run_dir, tmp_path):
+    cwd = tmp_path / "cwd"
+    marker = _marker_module(cwd, "fk_cwd_module")
+    run = _run_importing(run_dir, tmp_path / "run", "fk_cwd_module")
+    result = subprocess.run([sys.executable, "-m", "formerkit", "generate", str(run),
+                             "--prompt", "1 2", "--trust-imports"], cwd=cwd,
+                            env=toytask.subprocess_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "No module named 'fk_cwd_module'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not marker.exists()

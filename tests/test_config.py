@@ -47,3 +47,22 @@ def test_round_trip_and_unknown_keys():
         ToyConfig.from_dict({"n_head": 4})
     with pytest.raises(ValueError, match="divisible"):
         config.replace(n_heads=5)
+
+
+def test_field_types_and_nan_are_checked_for_every_config():
+    import math
+
+    from formerkit import BertConfig, GPTConfig
+    from formerkit.train.config import TrainerConfig
+
+    with pytest.raises(ValueError, match="GPTConfig.n_layers must be an integer, got 1.5"):
+        GPTConfig(n_layers=1.5)
+    with pytest.raises(ValueError, match="GPTConfig.layer_norm_eps must be a number, got nan"):
+        GPTConfig(layer_norm_eps=math.nan)
+    with pytest.raises(ValueError, match="BertConfig.pad_token_id must be an integer, got .0."):
+        BertConfig(pad_token_id="0")
+    with pytest.raises(ValueError, match="TrainerConfig.lr must be a number, got nan"):
+        TrainerConfig(lr=math.nan)
+    with pytest.raises(ValueError, match="TrainerConfig.compile must be true or false"):
+        TrainerConfig(compile="yes")
+    assert GPTConfig(layer_norm_eps=1).layer_norm_eps == 1  # an int is a number

@@ -282,3 +282,15 @@ def test_gpt_config_small_model_generates():
                                      max_seq_len=16, dropout=0.0)).eval()
     out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, num_beams=2)
     assert out.shape == (1, 7) and torch.equal(out[:, :3], torch.tensor([[1, 2, 3]]))
+
+
+@pytest.mark.parametrize("bad", [-1, 40])
+def test_token_id_outside_the_vocabulary_is_a_clear_error(bad):
+    # e.g. a tokenizer larger than the model's vocabulary: not an IndexError in the embedding
+    model = GPTForCausalLM(GPTConfig(vocab_size=40, d_model=16, n_heads=2, n_layers=1,
+                                     max_seq_len=16)).eval()
+    ids = torch.tensor([[1, 2, bad]])
+    with pytest.raises(ValueError, match=f"token id {bad}, outside the model's vocabulary of 40"):
+        generate(model, ids, max_new_tokens=2)
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        next(iter(stream(model, ids, max_new_tokens=2)))

@@ -81,22 +81,23 @@ def _check_model_dir(model_dir: Path) -> Path:
     return model_dir
 
 
-def task_for(path: str | Path, hook: str) -> tuple[Any, Path]:
+def task_for(path: str | Path, hook: str, *, trust_imports: bool = False) -> tuple[Any, Path]:
     """The task that serves a run or model directory, and the model directory.
 
     A run uses its recipe's task. A bare model directory uses, in order: a task that lists the
     model's registry name in its ``models`` attribute, a task named like the model, or the
     built-in ``DEFAULT_TASKS`` entry (``gpt`` -> ``causal_lm``); a HuggingFace directory's
     ``model_type`` is mapped first (``gpt2`` -> ``gpt``). The task must implement ``hook``.
+    A run's recipe ``imports`` are imported only with ``trust_imports``.
     """
     from formerkit.tasks.base import Task, get_task, list_tasks
 
     run, model_dir = resolve_dir(path)
     _check_model_dir(model_dir)
     if run is not None:
-        from formerkit.train.recipe import load_recipe
+        from formerkit.train.recipe import load_run_recipe
 
-        return get_task(load_recipe(run / "recipe.yaml").task_name), model_dir
+        return get_task(load_run_recipe(run, trust_imports=trust_imports).task_name), model_dir
     raw = {"model_type": "llama"} if _is_gguf(model_dir) else \
         json.loads((model_dir / "config.json").read_text())
     model_name = (raw.get("formerkit") or {}).get("model") or \
@@ -119,7 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     items = list(args.args)
     recipe = items.pop(0) if items and "=" not in items[0] else DEFAULT_RECIPE
-    metrics = run_recipe(load_recipe(recipe, items), args.output_dir)
+    metrics = run_recipe(load_recipe(recipe, items), args.output_dir, restart=args.restart,
+                         resume_with_changes=args.resume_with_changes)
     if _is_main_process():
         print(json.dumps(metrics, indent=2))
     return 0
@@ -153,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from formerkit.models.base import load_state_dict_into, load_weights
     from formerkit.train.distributed import resolve_device
     from formerkit.train.progress import evaluation_bar
-    from formerkit.train.recipe import load_recipe
+    from formerkit.train.recipe import load_run_recipe
 
     if args.reference or args.input:
         return _score_files(args)
@@ -161,7 +163,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if run is None:
         raise ValueError(f"{args.dir} has no recipe.yaml beside it: evaluate needs a run "
                          "directory to know the data and metrics")
-    recipe = load_recipe(run / "recipe.yaml")
+    recipe = load_run_recipe(run, trust_imports=args.trust_imports)
     setup = recipe.setup()
     model = setup.model
     load_state_dict_into(model, load_weights(_check_model_dir(model_dir)), source=model_dir)
@@ -192,7 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    task, model_dir = task_for(args.dir, "generate")
+    task, model_dir = task_for(args.dir, "generate", trust_imports=args.trust_imports)
     names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_beams",
              "repetition_penalty", "chat", "system")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
@@ -229,7 +231,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     input_path = Path(args.input)
     if not input_path.is_file():
         raise FileNotFoundError(f"input file {input_path} does not exist")
-    task, model_dir = task_for(args.dir, "predict")
+    task, model_dir = task_for(args.dir, "predict", trust_imports=args.trust_imports)
     names = ("num_beams", "length_penalty", "batch_size")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     result = task.predict(model_dir, input_path, **options)
@@ -399,6 +401,11 @@ def build_parser(with_plots: bool = True, command: str | None = None) -> argpars
     p.add_argument("args", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]")
     p.add_argument("--output-dir", "-o", default=None,
                    help="run directory (default: runs/RECIPE)")
+    p.add_argument("--restart", action="store_true",
+                   help="start afresh although DIR holds an earlier run (its files are moved "
+                   "to DIR/previous/)")
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="resume although the settings differ from the checkpoint's")
     p.set_defaults(func=cmd_train)
 
     p = add("recipes", help="list, show or copy the shipped recipes",
@@ -433,6 +440,7 @@ def build_parser(with_plots: bool = True, command: str | None = None) -> argpars
                    help="translation: beam size (default: the saved generation config)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="where to run (auto: CUDA when available, else CPU)")
+    _add_trust_imports(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = add("generate", help="generate text from a trained model",
@@ -470,6 +478,7 @@ def build_parser(with_plots: bool = True, command: str | None = None) -> argpars
                    help="send the prompt as a user turn through the model's chat template "
                         "(tokenizer_config.json) and print the reply alone")
     p.add_argument("--system", default=None, help="with --chat: a system message first")
+    _add_trust_imports(p)
     p.set_defaults(func=cmd_generate)
 
     p = add("predict", help="predict for your own input file",
@@ -484,6 +493,7 @@ def build_parser(with_plots: bool = True, command: str | None = None) -> argpars
                    help="translation: beam length penalty (default: generation config)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="translation: sentences per batch (default: 64)")
+    _add_trust_imports(p)
     p.set_defaults(func=cmd_predict)
 
     p = add("export", help="export a trained model (ONNX, HuggingFace)",
@@ -544,8 +554,24 @@ def build_parser(with_plots: bool = True, command: str | None = None) -> argpars
     return parser
 
 
+def _add_trust_imports(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-imports", action="store_true",
+                   help="import the modules the run's recipe.yaml lists under imports: "
+                   "(they run code; only for directories you trust)")
+
+
+def _untrusted_folder_off_path() -> None:
+    """Drop the current folder that ``python -m`` puts first on ``sys.path``, so a module
+    named in a recipe's ``imports`` is never picked up from wherever the command runs
+    (``PYTHONPATH=.`` still adds it on purpose)."""
+    if sys.path and sys.path[0] in ("", os.getcwd()) and not getattr(sys.flags, "safe_path", 0):
+        sys.path.pop(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
+    if argv is None:  # a program run, not a call from Python
+        _untrusted_folder_off_path()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

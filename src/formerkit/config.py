@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
+import numbers
+import types
+import typing
 from typing import Any, TypeVar
 
 C = TypeVar("C", bound="ConfigBase")
@@ -18,6 +23,7 @@ class ConfigBase:
     """
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         self.validate()
 
     def validate(self) -> None:
@@ -49,13 +55,58 @@ def suggest(key: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+_SCALARS = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "null"}
+
+
+@functools.cache
+def _scalar_field_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """Field name -> the scalar types it allows, for fields typed only with int, float, bool,
+    str and None (others, such as tuples or nested configs, are left to ``validate``)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: nothing to check by type
+        return {}
+    out = {}
+    for field in dataclasses.fields(cls):
+        hint = hints.get(field.name)
+        options = typing.get_args(hint) if typing.get_origin(hint) in (
+            typing.Union, types.UnionType) else (hint,)
+        if options and all(option in _SCALARS for option in options):
+            out[field.name] = tuple(options)
+    return out
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+            not (isinstance(value, float) and math.isnan(value))
+    return isinstance(value, kind)
+
+
+def check_field_types(config: Any) -> None:
+    """Raise ``ValueError`` naming a field whose value has the wrong type (``n_layers=1.5``,
+    ``d_model="64"``) or is NaN: such values otherwise fail later with a ``TypeError`` deep in
+    model code, or pass every range check."""
+    for name, kinds in _scalar_field_types(type(config)).items():
+        value = getattr(config, name)
+        if not any(_fits(value, kind) for kind in kinds):
+            expected = " or ".join(_SCALARS[kind] for kind in kinds)
+            raise ValueError(f"{type(config).__name__}.{name} must be {expected}, "
+                             f"got {value!r}")
+
+
 def check_positive(config: Any, *names: str) -> None:
-    """Raise ``ValueError`` if any named field is not a positive number."""
+    """Raise ``ValueError`` if any named field is not a positive number (NaN is not)."""
     for name in names:
         value = getattr(config, name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{type(config).__name__}.{name} must be positive, got {value!r}")
 
 

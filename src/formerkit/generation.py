@@ -272,11 +272,25 @@ def _check_inputs(input_ids: Any, attention_mask: Any) -> None:
                              "least one token")
 
 
+def _check_vocabulary(model: Any, input_ids: torch.Tensor) -> None:
+    # An id past the embedding is otherwise an IndexError deep inside the forward pass (e.g. a
+    # tokenizer larger than the model's vocabulary).
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if not isinstance(vocab_size, int):
+        return
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"input_ids holds token id {bad}, outside the model's vocabulary of "
+                         f"{vocab_size} ids (does the tokenizer belong to this model?)")
+
+
 def _prepare(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
              generator: torch.Generator | None, seed: int | None, generation_config: Any,
              kwargs: dict[str, Any]
              ) -> tuple[GenerationSettings, torch.Generator | None]:
     _check_inputs(input_ids, attention_mask)
+    _check_vocabulary(model, input_ids)
     settings = _settings(model, input_ids, generation_config, kwargs)
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)

@@ -71,3 +71,23 @@ def test_fsdp_trains_and_resumes(single, tmp_path):
     again = load_file(str(out / "model" / "model.safetensors"))
     for key in first:
         torch.testing.assert_close(again[key], first[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow  # a torchrun launch
+def test_a_busy_run_directory_stops_every_process(tmp_path):
+    import os
+
+    from formerkit.train.run_lock import RunLock
+
+    recipe = toytask.write_recipe(tmp_path / "toy.yaml")
+    out = tmp_path / "busy"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "formerkit", "train", str(recipe), "--output-dir", str(out), *SETTINGS]
+    with RunLock(out):
+        result = subprocess.run(cmd, env=toytask.subprocess_env(), capture_output=True,
+                                text=True, timeout=300)  # no rank may wait for the other
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("formerkit: error")]
+    assert len(errors) == 2, result.stderr[-3000:]  # both ranks, one line each
+    assert all(f"in use by process {os.getpid()}" in line for line in errors)
+    assert not (out / "log.jsonl").exists()

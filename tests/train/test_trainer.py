@@ -179,7 +179,7 @@ def test_rerun_of_finished_run_resumes_without_duplicating_the_log(tmp_path):
     assert [r for r in _log(run) if not r.get("final")] == log_before
 
 
-def test_resume_falls_back_past_a_corrupt_checkpoint_and_is_exact(tmp_path):
+def test_resume_falls_back_past_a_corrupt_checkpoint_and_is_exact(tmp_path, capsys):
     recipe = toytask.write_recipe(tmp_path / "toy.yaml")
     settings = {"checkpoint_every": 2, "eval_every": 0, "max_steps": 6}
     overrides = ["model.dropout=0.2"]  # dropout: the restored RNG state matters
@@ -191,8 +191,11 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_is_exact(tmp_path):
     import shutil
 
     shutil.rmtree(b / "model")
-    with pytest.warns(UserWarning, match="truncated or corrupt"):
-        formerkit.train(recipe, output_dir=b, overrides=overrides, trainer=settings)
+    capsys.readouterr()
+    formerkit.train(recipe, output_dir=b, overrides=overrides, trainer=settings)
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err and "set aside as corrupt-step_00000006" in err
+    assert (b / "checkpoint" / "corrupt-step_00000006").is_dir()  # kept, not deleted
     ref = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
     got = load_file(str(b / "model" / "model.safetensors"))
     assert all(torch.equal(ref[k], got[k]) for k in ref)
@@ -255,9 +258,12 @@ def test_data_loader_workers_give_the_same_curve(tmp_path):
 def test_resuming_another_models_run_is_a_clear_error(tmp_path):
     _run(tmp_path, "run", max_steps=2, eval_every=0)
     recipe = toytask.write_recipe(tmp_path / "toy.yaml")
-    with pytest.raises(ValueError, match="does not fit this model.*use a new --output-dir"):
+    with pytest.raises(ValueError, match=r"other settings \(model.d_model: 16 -> 32\)"):
         formerkit.train(recipe, output_dir=tmp_path / "run", overrides=["model.d_model=32"],
                         trainer={"max_steps": 2, "eval_every": 0})
+    with pytest.raises(ValueError, match="does not fit this model.*use a new --output-dir"):
+        formerkit.train(recipe, output_dir=tmp_path / "run", overrides=["model.d_model=32"],
+                        trainer={"max_steps": 2, "eval_every": 0}, resume_with_changes=True)
 
 
 def test_last_step_is_evaluated_for_best_when_eval_every_does_not_divide(tmp_path):

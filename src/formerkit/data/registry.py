@@ -93,8 +93,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FORMERKIT_CACHE_DIR", "~/.cache/formerkit")).expanduser()
 
 
+def check_plain_name(value: str, what: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is one plain file or folder name: a dataset name
+    such as ``../../etc`` would otherwise be read as a path outside the data folders."""
+    text = str(value)
+    if not text or text in (".", "..") or "/" in text or "\\" in text or \
+            Path(text).is_absolute() or "\0" in text:
+        raise ValueError(f"{what} {text!r} must be a plain name (e.g. 'tinyshakespeare', a "
+                         "folder of $FORMERKIT_DATA_DIR), not a path; give a file of your own "
+                         "with data.path")
+
+
 def find_file(name: str, filename: str) -> Path | None:
     """The first existing copy of ``name/filename`` (data dir, package, cache), or ``None``."""
+    check_plain_name(name, "dataset name")
+    check_plain_name(filename, "dataset file")
     candidates = [PACKAGE_DATA / name / filename, cache_dir() / name / filename]
     root = data_dir()
     if root is not None:

@@ -18,9 +18,9 @@ import torch
 from formerkit.models.base import (
     CONFIG_NAME,
     WEIGHTS_NAME,
-    load_state_dict_into,
-    load_weights,
+    build_from_weights,
     save_state_dict,
+    weights_file,
     without_out_of_vocab_ids,
 )
 
@@ -89,15 +89,16 @@ def load_hf(cls: type[PreTrainedModel], path: Path, raw_config: dict[str, Any],
     if cls.__name__ not in converter.architectures.values():
         raise ValueError(f"{path} holds a HuggingFace {raw_config.get('model_type')!r} "
                          f"checkpoint, which cannot be loaded as {cls.__name__}")
-    values = without_out_of_vocab_ids(converter.config_from_hf(raw_config), path / CONFIG_NAME)
-    values.update(overrides)
-    config: ConfigBase = cls.config_class.from_dict(values)
-    model = cls(config)
-    hf_state = load_weights(path)
-    state = converter.state_dict_from_hf(hf_state, config, cls.__name__)
-    source = path / WEIGHTS_NAME if (path / WEIGHTS_NAME).is_file() else path / "pytorch_model.bin"
-    load_state_dict_into(model, state, source=source)
-    return model
+    try:
+        values = without_out_of_vocab_ids(converter.config_from_hf(raw_config),
+                                          path / CONFIG_NAME)
+        values.update(overrides)
+        config: ConfigBase = cls.config_class.from_dict(values)
+    except (TypeError, ValueError) as err:  # e.g. "n_layer": 1.5, "layer_norm_epsilon": NaN
+        raise ValueError(f"{path / CONFIG_NAME}: {' '.join(str(err).split())}") from None
+    return build_from_weights(
+        cls, config, weights_file(path),
+        convert=lambda state: converter.state_dict_from_hf(state, config, cls.__name__))
 
 
 def save_hf(model: PreTrainedModel, path: Path) -> None:

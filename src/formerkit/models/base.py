@@ -1,10 +1,22 @@
-"""PreTrainedModel mixin (save/load in formerkit or HuggingFace layout) and output dataclasses."""
+"""PreTrainedModel mixin (save/load in formerkit or HuggingFace layout) and output dataclasses.
+
+Loading checks before it allocates: the weights file must exist, its header must describe
+tensors that lie inside the file, the config may not describe more parameters than the file
+holds (``sizing.py``), and the model is first built with its parameters on the meta device so
+that every shape is compared with the file's; only then are the file's tensors read and put
+in place (``load_state_dict(assign=True)``), so memory stays near the checkpoint's size.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
+import math
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +30,9 @@ M = TypeVar("M", bound="PreTrainedModel")
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+BIN_WEIGHTS_NAME = "pytorch_model.bin"
 GENERATION_CONFIG_NAME = "generation_config.json"
+StateDict = dict[str, torch.Tensor]
 
 
 @dataclasses.dataclass
@@ -272,8 +286,8 @@ class PreTrainedModel(nn.Module):
                 _check_compatible_class(cls, saved_class, path)
             values = {k: v for k, v in raw.items() if k != "formerkit"}
             values.update(config_overrides)
-            model = cls(cls.config_class.from_dict(values))
-            load_state_dict_into(model, load_weights(path), source=path / WEIGHTS_NAME)
+            config = cls.config_class.from_dict(values)
+            model = build_from_weights(cls, config, weights_file(path))
         saved = _read_json(path / GENERATION_CONFIG_NAME, default=None)
         if saved:
             saved = without_out_of_vocab_ids(
@@ -367,32 +381,234 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], file: Path,
     save_file(tensors, str(file), metadata=metadata or {"format": "pt"})
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
+def weights_file(path: Path) -> Path:
+    """``model.safetensors`` or ``pytorch_model.bin`` of a model directory.
+
+    Raises:
+        FileNotFoundError: the directory holds neither.
+    """
+    for name in (WEIGHTS_NAME, BIN_WEIGHTS_NAME):
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(f"no weights in {path}: expected {WEIGHTS_NAME} "
+                            f"or {BIN_WEIGHTS_NAME}")
+
+
+def load_weights(path: Path) -> StateDict:
     """Read ``model.safetensors`` or ``pytorch_model.bin`` (``weights_only=True``) from a dir."""
-    safetensors_file = path / WEIGHTS_NAME
-    bin_file = path / "pytorch_model.bin"
-    if safetensors_file.is_file():
+    return read_weights(weights_file(path))
+
+
+def read_weights(file: Path) -> StateDict:
+    """All tensors of a safetensors or ``weights_only`` torch file, with one clear error for a
+    truncated or corrupt file.
+
+    Safetensors are read straight into tensors of their own (not views of a memory-mapped
+    file, which would crash the process with SIGBUS once the file is rewritten in place).
+    """
+    if file.suffix == ".safetensors":
+        return _read_safetensors(file)
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read weights {file}: {err} "
+                         "(truncated or corrupt file, or it holds pickled code?)") from None
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                       "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
+                       "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                       "BOOL": torch.bool}
+_MAX_HEADER = 100 * 1024 * 1024  # as safetensors itself
+_Entry = tuple[torch.dtype, list[int], int, int]  # dtype, shape, start and end byte
+
+
+def _safetensors_entries(file: Path) -> tuple[int, dict[str, _Entry]]:
+    """``(offset of the data, {name: (dtype, shape, start, end)})`` from a safetensors
+    header, checking that every tensor lies inside the file."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        first = handle.read(8)
+        length = int.from_bytes(first, "little") if len(first) == 8 else -1
+        if not 0 < length <= min(size - 8, _MAX_HEADER):
+            raise ValueError(f"cannot read weights {file}: not a safetensors file "
+                             "(truncated or corrupt file?)")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read weights {file}: corrupt header ({err})") from None
+    data_size = size - 8 - length
+    entries: dict[str, _Entry] = {}
+    for name, info in (header.items() if isinstance(header, dict) else ()):
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+            shape = [int(n) for n in info["shape"]]
+            start, end = (int(n) for n in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"cannot read weights {file}: tensor {name!r} has a corrupt or "
+                             "unsupported header entry") from None
+        nbytes = math.prod(shape) * dtype.itemsize
+        if min(shape, default=0) < 0 or not 0 <= start <= end <= data_size or \
+                end - start != nbytes:
+            raise ValueError(f"cannot read weights {file}: tensor {name!r} of shape "
+                             f"{tuple(shape)} does not fit in the file (truncated or corrupt?)")
+        entries[name] = (dtype, shape, start, end)
+    return 8 + length, entries
+
+
+def _read_safetensors(file: Path) -> StateDict:
+    if sys.byteorder != "little":  # safetensors stores little-endian
         from safetensors.torch import load_file
 
-        try:
-            return load_file(str(safetensors_file))
-        except Exception as err:  # safetensors raises its own error types
-            raise ValueError(f"cannot read weights {safetensors_file}: {err} "
-                             "(truncated or corrupt file?)") from None
-    if bin_file.is_file():
-        try:
-            return torch.load(bin_file, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"cannot read weights {bin_file}: {err} "
-                             "(truncated or corrupt file, or it holds pickled code?)") from None
-    raise FileNotFoundError(f"no weights in {path}: expected {WEIGHTS_NAME} "
-                            "or pytorch_model.bin")
+        return {k: v.clone() for k, v in load_file(str(file)).items()}
+    offset, entries = _safetensors_entries(file)
+    tensors: StateDict = {}
+    with open(file, "rb") as handle:
+        for name, (dtype, shape, start, end) in entries.items():
+            tensor = torch.empty(shape, dtype=dtype)
+            if end > start:
+                handle.seek(offset + start)
+                buffer = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+                if handle.readinto(buffer) != end - start:
+                    raise ValueError(f"cannot read weights {file}: tensor {name!r} is cut "
+                                     "short (truncated file?)")
+            tensors[name] = tensor
+    return tensors
+
+
+def read_weights_header(file: Path) -> StateDict:
+    """Name -> meta tensor (shape and dtype) of every tensor in ``file``, read without loading
+    the weights; a safetensors header must place every tensor inside the file.
+
+    Raises:
+        ValueError: naming the file when the header is corrupt or a tensor lies beyond the end.
+    """
+    if file.suffix == ".safetensors":
+        _, entries = _safetensors_entries(file)
+        return {name: torch.empty(shape, dtype=dtype, device="meta")
+                for name, (dtype, shape, _, _) in entries.items()}
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip archive (mmap needs one): read it whole
+        state = read_weights(file)
+    if not isinstance(state, dict):
+        raise ValueError(f"{file} holds a {type(state).__name__}, not a dict of tensors")
+    return {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in state.items()
+            if isinstance(v, torch.Tensor)}
+
+
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
+                   "eye_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
+                   "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Build modules with their parameters on the meta device (no memory, no init cost);
+    buffers stay real, so tables computed in ``__init__`` (sinusoidal positions) are kept. A
+    parameter that is already on meta is registered as is, so weight tying survives.
+
+    ``torch.nn.init`` functions skip meta tensors meanwhile, as transformers'
+    ``no_init_weights`` does: the weights are about to be replaced, and a first random fill on
+    meta costs a second of imports. The patch is process-wide (as accelerate's
+    ``init_empty_weights``), so builds under it are serialised.
+    """
+    with _META_BUILD:
+        yield from _patched_for_meta()
+
+
+_META_BUILD = threading.RLock()  # re-entrant: a model may load another in __init__
+
+
+def _patched_for_meta() -> Iterator[None]:
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.data.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    def skipping_meta(init: Callable) -> Callable:
+        def run(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            return tensor if tensor.is_meta else init(tensor, *args, **kwargs)
+        return run
+
+    originals = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS
+                 if hasattr(nn.init, name)}
+    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    for name, init in originals.items():
+        setattr(nn.init, name, skipping_meta(init))
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+        for name, init in originals.items():
+            setattr(nn.init, name, init)
+
+
+def build_from_weights(cls: type[M], config: ConfigBase, file: Path,
+                       convert: Callable[[StateDict], StateDict] | None = None) -> M:
+    """Build ``cls(config)`` holding the weights of ``file``, checking sizes first.
+
+    Args:
+        cls: the model class.
+        config: its config.
+        file: ``model.safetensors`` or ``pytorch_model.bin``.
+        convert: maps the file's state dict onto the model's names (HF checkpoints); it must
+            work on meta tensors too, as it is first run on the header alone.
+
+    Raises:
+        ValueError: the config describes more weights than the file holds, or a tensor is
+            missing, unexpected or of another shape (all before the weights are read).
+    """
+    from formerkit.models.sizing import check_matches_weights
+
+    convert = convert or (lambda state: state)
+    header = read_weights_header(file)
+    check_matches_weights(config, sum(t.numel() for t in header.values()), file)
+    with parameters_on_meta():
+        model = cls(config)
+    with warnings.catch_warnings():  # the converter warns again on the real tensors
+        warnings.simplefilter("ignore")
+        check_state_dict_fits(model, convert(header), source=file)
+    assign_state_dict(model, convert(read_weights(file)))
+    return model
+
+
+def assign_state_dict(model: nn.Module, state_dict: StateDict) -> None:
+    """Put ``state_dict``'s tensors into ``model`` (built by ``parameters_on_meta``) without
+    copying, cast to the model's dtypes, and tie again the parameters the model shares."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    expected = model.state_dict()
+    state = {name: tensor.to(expected[name].dtype) if name in expected and
+             tensor.dtype != expected[name].dtype else tensor
+             for name, tensor in state_dict.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    for names in groups.values():
+        shared = model.get_parameter(names[0])
+        for name in names[1:]:
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, shared)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"{type(model).__name__}: no weights were loaded into {left[:5]}")
 
 
 def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor],
                          *, source: Path | str) -> None:
     """Strictly load weights, naming the tensor and file on any missing, extra or misshapen
     tensor. Non-persistent buffers are not expected in the file."""
+    check_state_dict_fits(model, state_dict, source=source)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def check_state_dict_fits(model: nn.Module, state_dict: StateDict, *, source: Path | str) -> None:
+    """Raise ``ValueError`` naming each missing, unexpected or misshapen tensor (shapes only:
+    works on meta tensors)."""
     expected = model.state_dict()
     problems = []
     for name, tensor in expected.items():
@@ -406,7 +622,6 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor],
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
                                            if len(problems) > 5 else "")
         raise ValueError(f"weights in {source} do not fit {type(model).__name__}: {shown}")
-    model.load_state_dict(state_dict, strict=True)
 
 
 def _write_json(file: Path, data: Any) -> None:

@@ -85,9 +85,26 @@ def build_config(name: str, preset: str | None = None, **overrides: Any) -> Conf
 
 
 def create_model(name: str, preset: str | None = None, **overrides: Any) -> nn.Module:
-    """Build a registered model, e.g. ``create_model("gpt", preset="small", n_layers=2)``."""
+    """Build a registered model, e.g. ``create_model("gpt", preset="small", n_layers=2)``.
+
+    Raises:
+        ValueError: the model cannot fit in this machine's memory (checked before building,
+            see ``sizing.py``) or its allocation failed.
+    """
+    from formerkit.models.sizing import check_fits_in_memory, describe
+
     entry = get_model_entry(name)
-    return entry.model_class(build_config(name, preset, **overrides))
+    config = build_config(name, preset, **overrides)
+    check_fits_in_memory(config)
+    try:
+        return entry.model_class(config)
+    except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        text = " ".join(str(err).split())
+        if not isinstance(err, MemoryError) and "alloc" not in text.lower() and \
+                "out of memory" not in text.lower():
+            raise
+        raise ValueError(f"not enough memory to build {name} {describe(config)}: "
+                         f"{text[:200] or type(err).__name__}") from None
 
 
 def list_models() -> list[str]:

@@ -49,6 +49,20 @@ class Recipe:
     task: ConfigBase
     trainer: TrainerConfig
 
+    def settings(self) -> dict[str, Any]:
+        """What a checkpoint records as this recipe's settings: every section with its
+        defaults filled in (the model config after its preset), so that two recipes which
+        train the same way compare equal however they are written."""
+        from formerkit.models.registry import build_config
+
+        fields = {k: v for k, v in self.model.items() if k not in MODEL_KEYS}
+        config = build_config(str(self.model["name"]), self.model.get("preset"), **fields)
+        return {"imports": list(self.raw.get("imports") or []),
+                "model": {"name": self.model["name"], **config.to_dict()},
+                "data": self.data.to_dict(),
+                "task": {"name": self.task_name, **self.task.to_dict()},
+                "trainer": self.trainer.to_dict()}
+
     def setup(self):
         """Seed and call the task's ``setup``: the ``TaskSetup`` for this recipe."""
         import torch
@@ -129,7 +143,11 @@ def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None
         if key not in SECTIONS:
             raise ValueError(f"unknown recipe section {key!r}{suggest(key, list(SECTIONS))}; "
                              f"sections: {', '.join(SECTIONS)}")
-    for module in raw.get("imports") or []:
+    imports = raw.get("imports") or []
+    if not isinstance(imports, list) or not all(isinstance(m, str) for m in imports):
+        raise ValueError(f"recipe {name!r}: imports must be a list of module names, "
+                         f"got {imports!r}")
+    for module in imports:
         importlib.import_module(module)
     for section in ("model", "data", "task", "trainer"):
         raw[section] = dict(raw.get(section) or {})
@@ -144,6 +162,31 @@ def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None
         else:
             _set(raw, key, value, parse=False)
     return _check(name, raw)
+
+
+def load_run_recipe(run_dir: str | Path, *, trust_imports: bool = False) -> Recipe:
+    """The recipe of an existing run directory (``RUN/recipe.yaml``).
+
+    A run directory may come from anyone, and its recipe's ``imports`` would run code, so
+    they are imported only with ``trust_imports=True`` (``--trust-imports``), in the spirit of
+    transformers' ``trust_remote_code``.
+
+    Raises:
+        UntrustedImportsError: the recipe lists imports and ``trust_imports`` is False.
+    """
+    file = Path(run_dir) / "recipe.yaml"
+    raw = _read_yaml(file)
+    imports = raw.get("imports") or []
+    if imports and not trust_imports:
+        names = ", ".join(map(str, imports)) if isinstance(imports, list) else repr(imports)
+        raise UntrustedImportsError(
+            f"{file} imports Python modules ({names}), which would run their code; pass "
+            "--trust-imports (trust_imports=True) if you trust this directory")
+    return load_recipe(file)
+
+
+class UntrustedImportsError(ValueError):
+    """A run directory's recipe wants to import modules and the user did not allow it."""
 
 
 def _split_override(item: str) -> tuple[str, str]:

@@ -1,5 +1,6 @@
 """The files of a run directory: ``recipe.yaml``, ``log.jsonl``, ``metrics.json``,
-``checkpoint/`` and ``model/``; only the main process writes them."""
+``checkpoint/`` and ``model/``; only the main process writes them, and only while it holds the
+directory's lock (``run_lock.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,16 @@ import torch
 from torch import nn
 
 from formerkit.train.checkpoint import atomic_write_text, fsync_dir
+from formerkit.train.run_lock import LOCK_FILE
 
 RECIPE_FILE = "recipe.yaml"
 LOG_FILE = "log.jsonl"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"
+PREVIOUS_DIR = "previous"
+# A restart moves everything else aside (run files, task artifacts, kept settings).
+KEPT_ON_RESTART = (LOCK_FILE, PREVIOUS_DIR)
 
 
 def _json_value(value: Any) -> Any:
@@ -74,6 +80,52 @@ class RunFiles:
             if self.log_file.exists() else []
         for logger in self.loggers:
             logger.start(records)
+
+    def clean_leftovers(self) -> list[Path]:
+        """Remove what killed runs leave behind (``.tmp-step_N-PID`` folders, ``.NAME.tmp``
+        files); a ``model/`` that was being replaced is restored from ``.model.old``.
+        Returns what was removed. Call only while holding the run's lock."""
+        from formerkit.train.checkpoint import remove_temporaries
+
+        if not self.enabled:
+            return []
+        removed = remove_temporaries(self.checkpoint_dir) + remove_temporaries(self.best_dir)
+        old = self.root / f".{MODEL_DIR}.old"
+        if old.is_dir() and not self.model_dir.exists():  # killed between the two renames
+            os.replace(old, self.model_dir)
+        for path in [old, *self.root.glob(".*.tmp")]:
+            if path.exists():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                removed.append(path)
+        return removed
+
+    def archive(self) -> Path | None:
+        """Move everything of an earlier run (its files, task artifacts, kept settings) into
+        ``previous/<UTC time>/``: a restart keeps them rather than deleting them. ``None`` when
+        there was nothing to move."""
+        present = sorted(p.name for p in self.root.iterdir() if p.name not in KEPT_ON_RESTART) \
+            if self.root.is_dir() else []
+        if not self.enabled or not present:
+            return None
+        target = self.root / PREVIOUS_DIR / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        n = 1
+        while target.exists():
+            n += 1
+            target = target.with_name(f"{target.name.split('.')[0]}.{n}")
+        target.mkdir(parents=True)
+        for name in present:
+            os.replace(self.root / name, target / name)
+        fsync_dir(self.root)
+        return target
+
+    def keep_settings(self, step: int, settings: dict[str, Any]) -> Path | None:
+        """Write the settings steps up to ``step`` were trained with to
+        ``settings.step_N.json``, before a resume with changed settings goes on."""
+        if not self.enabled:
+            return None
+        kept = self.root / f"settings.step_{step:08d}.json"
+        atomic_write_text(kept, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        return kept
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -9,9 +9,11 @@ Micikevicius et al., "Mixed Precision Training" (2018).
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from formerkit.train.evaluation import default_compute_loss, make_evaluate, to_d
 from formerkit.train.optim import build_optimizer, build_scheduler
 from formerkit.train.progress import Progress
 from formerkit.train.run_files import RunFiles, save_model
+from formerkit.train.run_lock import RunLock
+from formerkit.train.settings import RESUME_WITH_CHANGES_HINT, normalize, settings_diff
 
 Batch = dict[str, torch.Tensor]
 
@@ -52,6 +56,13 @@ class Trainer:
         batch_sampler, count_tokens, save_artifacts: as in ``TaskSetup``.
         after_training, metric_for_best, greater_is_better: as in ``TaskSetup``.
         recipe: the resolved recipe, written to ``output_dir/recipe.yaml``.
+        settings: what each checkpoint records as the settings of the run (default: the
+            recipe, or else the ``TrainerConfig`` and the model's config); resuming with other
+            settings is refused unless ``resume_with_changes``.
+        restart: start afresh even though ``output_dir`` holds an earlier run; its files are
+            moved to ``output_dir/previous/<time>/``, never deleted.
+        resume_with_changes: resume although the settings differ from the checkpoint's (the
+            old settings are kept as ``output_dir/settings.step_N.json``).
     """
 
     def __init__(self, model: nn.Module, train_dataset: Any, *,
@@ -67,7 +78,8 @@ class Trainer:
                  save_artifacts: Callable[[Path], None] | None = None,
                  after_training: Callable[[nn.Module, Path], None] | None = None,
                  metric_for_best: str = "loss", greater_is_better: bool = False,
-                 recipe: dict[str, Any] | None = None) -> None:
+                 recipe: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
+                 restart: bool = False, resume_with_changes: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.config = config or TrainerConfig()
@@ -97,17 +109,31 @@ class Trainer:
         from formerkit.train.loggers import require_reporters
 
         require_reporters(self.config.report_to)  # a missing extra fails here, not mid-run
+        self.settings = normalize(settings if settings is not None else
+                                  recipe if recipe is not None else self._own_settings())
+        self.restart = restart
+        self.resume_with_changes = resume_with_changes
+        self._lock: RunLock | None = None
+        self._verified: set[Path] = set()  # checkpoints known good, for the cleanup
+
+    def _own_settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {"trainer": self.config.to_dict()}
+        model_config = getattr(self.model, "config", None)
+        if hasattr(model_config, "to_dict"):
+            settings["model"] = {"class": type(self.model).__name__, **model_config.to_dict()}
+        return settings
 
     @classmethod
     def from_setup(cls, setup: TaskSetup, config: TrainerConfig, output_dir: str | Path,
-                   recipe: dict[str, Any] | None = None) -> Trainer:
-        """A trainer for a task's ``TaskSetup`` (what ``formerkit train`` builds)."""
+                   recipe: dict[str, Any] | None = None, **options: Any) -> Trainer:
+        """A trainer for a task's ``TaskSetup`` (what ``formerkit train`` builds); ``options``:
+        ``settings``, ``restart``, ``resume_with_changes``."""
         return cls(setup.model, setup.train_dataset, config=config, evaluate=setup.evaluate,
                    collate_fn=setup.collate_fn, compute_loss=setup.compute_loss,
                    output_dir=output_dir, batch_sampler=setup.batch_sampler,
                    count_tokens=setup.count_tokens, save_artifacts=setup.save_artifacts,
                    after_training=setup.after_training, metric_for_best=setup.metric_for_best,
-                   greater_is_better=setup.greater_is_better, recipe=recipe)
+                   greater_is_better=setup.greater_is_better, recipe=recipe, **options)
 
     # ---- setup ---------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -178,14 +204,78 @@ class Trainer:
         weights = D.full_state_dict(self.wrapped)
         state = self._state()
         if self.info.is_main:
-            ckpt.save_checkpoint(self.files.checkpoint_dir, self.step, weights, state,
-                                 keep=self.config.keep_checkpoints)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ckpt.save_checkpoint(self.files.checkpoint_dir, self.step, weights, state,
+                                     keep=self.config.keep_checkpoints, settings=self.settings,
+                                     verified=self._verified)
+            for warning in caught:
+                self._print(str(warning.message))
         D.barrier(self.info)
         self.saved_step = self.step
 
-    def _resume(self) -> None:
-        path = ckpt.find_resumable(self.files.checkpoint_dir) if self.info.is_main else None
-        path = D.broadcast_object(str(path) if path else None, self.info)
+    def _open_run(self) -> str | None:
+        """On every process: the checkpoint to resume from (``None``: a new run). The main
+        process takes the directory's lock, tidies it and checks the checkpoint; an error
+        there stops every process."""
+        outcome: tuple[str, str | None] = ("ok", None)
+        error: BaseException | None = None
+        if self.info.is_main:
+            try:
+                path = self._open_run_main()
+                outcome = ("ok", str(path) if path else None)
+            except (ValueError, OSError, TrainingError) as err:
+                error, outcome = err, ("error", _one_line(err))
+        kind, value = D.broadcast_object(outcome, self.info)
+        if error is not None:
+            raise error
+        if kind == "error":
+            raise TrainingError(str(value))
+        return value
+
+    def _open_run_main(self) -> Path | None:
+        self._lock = RunLock(self.output_dir).acquire()
+        holder = self._lock.took_over
+        if holder and holder.get("pid") is not None:
+            self._print(f"took over the lock of process {holder['pid']}, which no longer runs")
+        if self.restart:
+            archived = self.files.archive()
+            if archived is not None:
+                self._print(f"restart: the earlier run's files were moved to {archived}")
+        removed = self.files.clean_leftovers()
+        if removed:
+            self._print(f"removed {len(removed)} temporary file(s) left by an interrupted run")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = ckpt.resume_point(self.files.checkpoint_dir)
+        for warning in caught:
+            self._print(str(warning.message))
+        if path is not None:
+            self._check_settings(path)
+            self._verified.add(path)
+        return path
+
+    def _check_settings(self, path: Path) -> None:
+        """Refuse to resume ``path`` with other settings than it was trained with (unless
+        ``resume_with_changes``; the old ones are then kept beside the run)."""
+        old = ckpt.read_settings(path)
+        if old is None:  # written before checkpoints recorded their settings
+            return
+        changes = settings_diff(old, self.settings)
+        if not changes:
+            return
+        shown = "; ".join(changes)
+        if not self.resume_with_changes:
+            raise ValueError(f"{path} was trained with other settings ({shown}); pass "
+                             f"{RESUME_WITH_CHANGES_HINT} to go on with the new ones, "
+                             f"{ckpt.RESTART_HINT} to start afresh, or use another "
+                             "--output-dir")
+        step = int(path.name[len(ckpt.PREFIX):])
+        kept = self.files.keep_settings(step, old)
+        self._print(f"resuming with changed settings ({shown}); the settings of steps up to "
+                    f"{step} are kept in {kept}")
+
+    def _resume(self, path: str | None) -> None:
         if path is None:
             return
         weights, state = ckpt.load_checkpoint(Path(path))
@@ -221,14 +311,22 @@ class Trainer:
         self._prepare()
         try:
             return self._fit()
+        except Exception as err:  # torch and safetensors report a full disk in their own types
+            if not _disk_full(err):
+                raise
+            raise TrainingError(f"cannot write to {self.output_dir}: {_one_line(err)} (is the "
+                                "disk full?); free some space and run the same command again "
+                                "to resume from the last checkpoint") from None
         finally:
             self.files.close()
+            if self._lock is not None:
+                self._lock.release()
             D.cleanup(self.info)
 
     def _fit(self) -> dict[str, float]:
         cfg, info = self.config, self.info
         torch.manual_seed(cfg.seed + 7919 * info.rank)  # dropout noise (data order is separate)
-        self._resume()
+        self._resume(self._open_run())
         self.files.start(self.recipe, self.step)
         self.start_time = time.time()
         self.progress = Progress(total=self.total_steps, initial=self.step,
@@ -369,7 +467,8 @@ class Trainer:
                 weights = D.full_state_dict(self.wrapped)
                 if self.info.is_main:
                     ckpt.save_checkpoint(self.files.best_dir, self.step, weights,
-                                         {"step": self.step, "metric": value}, keep=1)
+                                         {"step": self.step, "metric": value}, keep=1,
+                                         settings=self.settings)
         else:
             self.bad_evals += 1
         patience = self.config.early_stopping_patience
@@ -431,6 +530,18 @@ class Trainer:
             progress.print(message)
         elif self.info.is_main:
             print(message, file=sys.stderr, flush=True)
+
+
+def _disk_full(err: BaseException) -> bool:
+    """A write that failed for lack of space: an ``OSError`` (ENOSPC, EDQUOT), or torch.save's
+    ``RuntimeError`` and safetensors' ``SafetensorError`` that only say so in their text."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    if isinstance(err, (ValueError, TypeError, KeyError, TrainingError)):
+        return False
+    text = str(err)
+    return any(sign in text for sign in ("No space left on device", "file write failed",
+                                         "Disk quota exceeded", "os error 28"))
 
 
 def _one_line(err: BaseException) -> str:
