@@ -463,7 +463,7 @@ def test_docs_snippets_run(tmp_path, monkeypatch):
                "qwen2", "gpt2", Q.Q8_0, pre="qwen2")
     write_gguf(tmp_path / "Llama-3.2-1B-Q4_K_M.gguf", hf_model(intermediate_size=256),
                qtype=Q.Q4_K)
-    snippets = re.findall(r"```python\n(.*?)```", guide.read_text(), flags=re.S)
+    snippets = re.findall(r"```py\n(.*?)```", guide.read_text(), flags=re.S)
     assert len(snippets) == 2
     namespace: dict = {}
     for code in snippets:

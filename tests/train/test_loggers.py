@@ -42,7 +42,8 @@ def test_csv_mirrors_the_jsonl_log_and_survives_a_resume(tmp_path):
                                                      "checkpoint_every": 3})
     _same(_csv(run), _log(run))
     assert {"val_loss", "test_loss", "loss", "lr"} <= set(_csv(run)[0])
-    formerkit.train(recipe, output_dir=run, trainer={"report_to": "csv", "max_steps": 6,
+    formerkit.train(recipe, output_dir=run, resume_with_changes=True,
+                    trainer={"report_to": "csv", "max_steps": 6,
                                                      "checkpoint_every": 3})
     _same(_csv(run), _log(run))  # resumed: the dropped final lines are gone from both
     assert [r["step"] for r in _log(run) if "loss" in r] == [1, 2, 3, 4, 5, 6]
