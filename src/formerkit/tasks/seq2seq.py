@@ -262,8 +262,6 @@ class Seq2SeqTask(Task):
         saved generation config), ``do_sample=False`` (translation decodes greedily or by
         beam search), ``device`` (``auto``: CUDA when available).
         """
-        import formerkit
-        from formerkit.train.distributed import resolve_device
 
         known = ("num_beams", "length_penalty", "max_new_tokens", "do_sample", "device", "seed")
         unknown = sorted(k for k, v in options.items() if k not in known and v is not None)
@@ -273,17 +271,8 @@ class Seq2SeqTask(Task):
         if options.get("do_sample"):
             raise ValueError("translation decodes greedily or by beam search: --sample is "
                              "not supported for seq2seq models")
-        device = resolve_device(options.get("device") or "auto")
-        model = formerkit.from_pretrained(model_dir).to(device)
-        if model.tokenizer is None:
-            raise ValueError(f"{model_dir} has no tokenizer (tokenizer.json): cannot encode "
-                             "the source sentence")
-        saved = model.generation_config or {}
-        settings = {k: saved[k] for k in ("num_beams", "length_penalty", "max_new_tokens")
-                    if saved.get(k) is not None}
-        settings.update({k: v for k, v in options.items()
-                         if v is not None and k in ("num_beams", "length_penalty",
-                                                     "max_new_tokens")})
+        model, settings = _translator(model_dir, options)
+        settings.pop("batch_size", None)
         return translate(model, model.tokenizer, [prompt], batch_size=1, **settings)[0]
 
     def predict(self, model_dir: Path, input_path: Path, **options: Any) -> str:
@@ -294,8 +283,6 @@ class Seq2SeqTask(Task):
         generation config), ``batch_size`` (64), ``device``. A line longer than the model's
         positions is truncated to fit, with a warning naming it; an empty file is an error.
         """
-        import formerkit
-        from formerkit.train.distributed import resolve_device
 
         known = ("num_beams", "length_penalty", "max_new_tokens", "batch_size", "device")
         unknown = sorted(k for k, v in options.items() if k not in known and v is not None)
@@ -303,17 +290,7 @@ class Seq2SeqTask(Task):
             raise ValueError(f"translating a file does not take {unknown}; it takes "
                              f"{list(known)}")
         lines = read_lines(input_path)
-        model = formerkit.from_pretrained(model_dir).to(
-            resolve_device(options.get("device") or "auto"))
-        if model.tokenizer is None:
-            raise ValueError(f"{model_dir} has no tokenizer (tokenizer.json): cannot encode "
-                             "the source sentences")
-        saved = model.generation_config or {}
-        settings = {k: saved[k] for k in ("num_beams", "length_penalty", "max_new_tokens")
-                    if saved.get(k) is not None}
-        settings.update({k: v for k, v in options.items()
-                         if v is not None and k in ("num_beams", "length_penalty",
-                                                     "max_new_tokens", "batch_size")})
+        model, settings = _translator(model_dir, options)
         sources = fit_to_positions(model, model.tokenizer, lines, input_path)
         return "\n".join(translate(model, model.tokenizer, sources, **settings))
 
@@ -334,6 +311,25 @@ class Seq2SeqTask(Task):
             result[name] = metric.corpus_score(hypotheses, [references]).score
             result[f"{name}_signature"] = str(metric.get_signature())
         return result
+
+
+def _translator(model_dir: Path, options: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """The saved model on ``options["device"]`` and its decoding settings: the saved
+    generation config's, overridden by the ``options`` that are set."""
+    import formerkit
+    from formerkit.train.distributed import resolve_device
+
+    model = formerkit.from_pretrained(model_dir).to(
+        resolve_device(options.get("device") or "auto"))
+    if model.tokenizer is None:
+        raise ValueError(f"{model_dir} has no tokenizer (tokenizer.json): cannot encode "
+                         "the source sentences")
+    saved = model.generation_config or {}
+    settings = {k: saved[k] for k in ("num_beams", "length_penalty", "max_new_tokens")
+                if saved.get(k) is not None}
+    settings.update({k: v for k, v in options.items() if v is not None and k in
+                     ("num_beams", "length_penalty", "max_new_tokens", "batch_size")})
+    return model, settings
 
 
 def read_lines(path: Path) -> list[str]:
