@@ -20,7 +20,7 @@ import torch
 
 from formerkit.interop.hf import StateDict
 from formerkit.interop.hf_llama import state_dict_from_hf, state_dict_to_hf
-from formerkit.models.base import load_state_dict_into
+from formerkit.models.base import CheckpointFormat, load_state_dict_into
 from formerkit.nn.rotary import inverse_frequencies
 
 if TYPE_CHECKING:
@@ -306,3 +306,11 @@ def load_gguf(cls: type[PreTrainedModel], path: str | Path,
     model.generation_config = {**(model.generation_config or {}), **ids} or None
     model.eval()
     return model
+
+
+FORMAT = CheckpointFormat(
+    name="gguf",
+    claims=lambda path, raw_config: raw_config is None and is_gguf_file(path),
+    class_name=lambda path, raw_config: "LlamaForCausalLM",  # every family it reads is an LM
+    load=lambda cls, path, raw_config, overrides: load_gguf(cls, path, overrides),
+)

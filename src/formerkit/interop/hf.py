@@ -18,6 +18,7 @@ import torch
 from formerkit.models.base import (
     CONFIG_NAME,
     WEIGHTS_NAME,
+    CheckpointFormat,
     build_from_weights,
     save_state_dict,
     weights_file,
@@ -131,3 +132,12 @@ def hf_architecture(converter: HFConverter, class_name: str) -> str:
         if ours == class_name:
             return hf_name
     raise ValueError(f"{class_name} has no HuggingFace architecture in {converter.model_type}")
+
+
+FORMAT = CheckpointFormat(
+    name="huggingface",
+    claims=lambda path, raw_config: raw_config is not None and "formerkit" not in raw_config,
+    class_name=lambda path, raw_config: hf_class_name(raw_config, path),
+    load=load_hf,
+    save=save_hf,
+)

@@ -1,5 +1,10 @@
 """PreTrainedModel mixin (save/load in formerkit or HuggingFace layout) and output dataclasses.
 
+Layouts other than formerkit's own (HuggingFace directories, llama.cpp GGUF files, a plugin's)
+are ``CheckpointFormat``s that ``formerkit.interop`` (or the plugin) provides through the
+``formerkit.checkpoint_formats`` entry point group: models never import the code that
+converts them.
+
 Loading checks before it allocates: the weights file must exist, its header must describe
 tensors that lie inside the file, the config may not describe more parameters than the file
 holds (``sizing.py``), and the model is first built with its parameters on the meta device so
@@ -33,6 +38,79 @@ WEIGHTS_NAME = "model.safetensors"
 BIN_WEIGHTS_NAME = "pytorch_model.bin"
 GENERATION_CONFIG_NAME = "generation_config.json"
 StateDict = dict[str, torch.Tensor]
+FORMAT_ENTRY_POINTS = "formerkit.checkpoint_formats"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointFormat:
+    """A checkpoint layout other than formerkit's own.
+
+    Attributes:
+        name: how ``save_pretrained`` names it (``hf=True`` is ``"huggingface"``).
+        claims: (path, its ``config.json`` contents, or ``None`` for a path that is not a
+            directory) -> whether this format reads it.
+        class_name: (path, config or ``None``) -> the formerkit class name it holds.
+        load: (class, path, config or ``None``, config overrides) -> the loaded model.
+        save: (model, directory) -> writes config and weights in this layout; ``None`` if the
+            format is read-only.
+    """
+
+    name: str
+    claims: Callable[[Path, dict[str, Any] | None], bool]
+    class_name: Callable[[Path, dict[str, Any] | None], str]
+    load: Callable[..., Any]
+    save: Callable[[Any, Path], None] | None = None
+
+
+_FORMATS: dict[str, CheckpointFormat] = {}
+_formats_lock = threading.Lock()
+_entry_points_loaded = False
+
+
+def register_checkpoint_format(fmt: CheckpointFormat) -> CheckpointFormat:
+    """Add a format (a plugin may also publish one in the ``formerkit.checkpoint_formats``
+    entry point group, which is read on first use)."""
+    _FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def checkpoint_formats() -> list[CheckpointFormat]:
+    """Every known format: registered ones and those the installed packages publish."""
+    global _entry_points_loaded
+    with _formats_lock:
+        if not _entry_points_loaded:
+            from importlib.metadata import entry_points
+
+            for point in entry_points(group=FORMAT_ENTRY_POINTS):
+                fmt = point.load()
+                _FORMATS.setdefault(fmt.name, fmt)
+            _entry_points_loaded = True
+    return list(_FORMATS.values())
+
+
+def get_checkpoint_format(name: str) -> CheckpointFormat:
+    for fmt in checkpoint_formats():
+        if fmt.name == name:
+            return fmt
+    raise ValueError(f"checkpoint format {name!r} is not installed (formats: "
+                     f"{', '.join(f.name for f in checkpoint_formats()) or 'none'}; "
+                     "reinstall formerkit if its own are missing)")
+
+
+def checkpoint_format_for(path: Path, raw_config: dict[str, Any] | None
+                          ) -> CheckpointFormat | None:
+    """The format that reads ``path`` (a directory whose ``config.json`` is ``raw_config``,
+    or, with ``raw_config=None``, a path that is not a directory), or ``None``."""
+    return next((f for f in checkpoint_formats() if f.claims(path, raw_config)), None)
+
+
+def foreign_format(path: Path, raw_config: dict[str, Any]) -> CheckpointFormat:
+    """The format of a model directory whose ``config.json`` is not formerkit's."""
+    fmt = checkpoint_format_for(path, raw_config)
+    if fmt is None:
+        raise ValueError(f"{path / CONFIG_NAME} is neither a formerkit config nor one an "
+                         "installed checkpoint format reads")
+    return fmt
 
 
 @dataclasses.dataclass
@@ -246,9 +324,7 @@ class PreTrainedModel(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if hf:
-            from formerkit.interop.hf import save_hf
-
-            save_hf(self, path)
+            get_checkpoint_format("huggingface").save(self, path)
         else:
             config = self.config.to_dict()
             config["formerkit"] = {"model": self.registry_name, "class": type(self).__name__,
@@ -271,15 +347,12 @@ class PreTrainedModel(nn.Module):
         (e.g. ``dropout=0.0``).
         """
         path = Path(path)
-        if path.suffix.lower() == ".gguf" and not path.is_dir():  # llama.cpp: all in one file
-            from formerkit.interop.gguf import load_gguf
-
-            return load_gguf(cls, path, config_overrides)
+        single_file = None if path.is_dir() else checkpoint_format_for(path, None)
+        if single_file is not None:  # e.g. llama.cpp's GGUF: config, tokenizer, weights
+            return single_file.load(cls, path, None, config_overrides)
         raw = read_config(path)
         if "formerkit" not in raw:
-            from formerkit.interop.hf import load_hf
-
-            model = load_hf(cls, path, raw, config_overrides)
+            model = foreign_format(path, raw).load(cls, path, raw, config_overrides)
         else:
             saved_class = raw["formerkit"].get("class")
             if saved_class and saved_class != cls.__name__ and cls is not PreTrainedModel:
