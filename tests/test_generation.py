@@ -241,6 +241,25 @@ def test_decoding_state_reorders_rows():
     assert state.extras["memory"].tolist() == [2, 2, 0] and state.extras["step"] == 4
 
 
+def test_beam_reorder_leaves_per_input_state_and_cross_attention_in_place():
+    """Rows move only among copies of one input: its encoder output, masks and cross-attention
+    keys/values are the same in every copy, so reordering them would only cost time."""
+    from formerkit.nn import KVCache
+
+    cache = KVCache(1)
+    rows = torch.arange(4.0).view(4, 1, 1, 1)
+    cache[0].append(rows, rows)
+    cache[0].set_cross(rows + 10, rows + 20)
+    memory = torch.arange(4)
+    state = DecodingState(cache, None, {"memory": memory, "scores": torch.arange(4)},
+                          per_input=("memory",))
+    state.reorder(torch.tensor([1, 1, 3, 2]))
+    assert state.cache[0].k.flatten().tolist() == [1.0, 1.0, 3.0, 2.0]
+    assert state.cache[0].cross_k.flatten().tolist() == [10.0, 11.0, 12.0, 13.0]
+    assert state.extras["memory"] is memory
+    assert state.extras["scores"].tolist() == [1, 1, 3, 2]
+
+
 # ---- errors ----------------------------------------------------------------------------------
 
 def test_clear_errors(pair):

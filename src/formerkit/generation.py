@@ -46,23 +46,30 @@ class DecodingState:
         attention_mask: (N, Tk) 1 = token, 0 = padding, growing by one column per step; ``None``
             when nothing is padded (so the model can take the fused causal path).
         extras: model-specific state. Every tensor in it has the N decoding rows first and is
-            reordered with them; a ``KVCache`` in it (e.g. a cross-attention cache) too.
-            Other values (e.g. GPT's gathered decoding weights) hold no per-row state and are kept.
+            reordered with them; a ``KVCache`` in it too. Other values (e.g. GPT's gathered
+            decoding weights) hold no per-row state and are kept.
+        per_input: names of extras that are equal for every copy of one input (an encoder's
+            output and source masks). Beam search moves rows only among the copies of one
+            input, so these, and the cache's cross-attention keys and values, are not moved.
     """
 
     def __init__(self, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None,
-                 extras: dict[str, Any] | None = None) -> None:
+                 extras: dict[str, Any] | None = None, per_input: tuple[str, ...] = ()) -> None:
         self.cache = cache
         self.attention_mask = attention_mask
         self.extras: dict[str, Any] = {} if extras is None else extras
+        self.per_input = frozenset(per_input)
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Select rows (beam search): row i becomes old row ``index[i]``. index: (N,) long."""
+        """Select rows (beam search): row i becomes old row ``index[i]``, one of the copies of
+        the same input. index: (N,) long."""
         if self.cache is not None:
-            self.cache.reorder(index)
+            self.cache.reorder(index, cross=False)
         if self.attention_mask is not None:
             self.attention_mask = self.attention_mask.index_select(0, index)
         for key, value in self.extras.items():
+            if key in self.per_input:
+                continue
             if isinstance(value, torch.Tensor):
                 self.extras[key] = value.index_select(0, index)
             elif isinstance(value, KVCache):

@@ -338,7 +338,8 @@ class TransformerForSeq2Seq(PreTrainedModel, GenerationMixin):
             plan = None
         state = DecodingState(cache=cache, attention_mask=None,
                               extras={"memory": memory, "source_mask": attention_mask,
-                                      "memory_mask": memory_mask, "plan": plan})
+                                      "memory_mask": memory_mask, "plan": plan},
+                              per_input=("memory", "source_mask", "memory_mask"))
         return sequences, state
 
     def decoding_logits(self, state: DecodingState, new_tokens: torch.Tensor) -> torch.Tensor:

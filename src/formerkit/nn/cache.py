@@ -50,12 +50,14 @@ class LayerCache:
     def set_cross(self, k: torch.Tensor, v: torch.Tensor) -> None:
         self.cross_k, self.cross_v = k, v
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows (beam search): row i becomes old row ``index[i]``."""
+    def reorder(self, index: torch.Tensor, cross: bool = True) -> None:
+        """Select batch rows (beam search): row i becomes old row ``index[i]``. With
+        ``cross=False`` the cross-attention keys and values stay: right when ``index`` only
+        moves rows among copies of one source, which all hold the same ones."""
         if self.k is not None:
             self.k = self.k.index_select(0, index)
             self.v = self.v.index_select(0, index)
-        if self.cross_k is not None:
+        if cross and self.cross_k is not None:
             self.cross_k = self.cross_k.index_select(0, index)
             self.cross_v = self.cross_v.index_select(0, index)
 
@@ -82,6 +84,7 @@ class KVCache:
     def length(self) -> int:
         return self.layers[0].length if self.layers else 0
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, cross: bool = True) -> None:
+        """``LayerCache.reorder`` of every layer."""
         for layer in self.layers:
-            layer.reorder(index)
+            layer.reorder(index, cross)
