@@ -130,6 +130,19 @@ class CausalLMMixin:
     def backbone(self) -> DecoderBackbone:
         return getattr(self, self.backbone_name)
 
+    def add_lm_head(self, std: float) -> None:
+        """Create ``lm_head``: tied to the backbone's ``embed_tokens`` if the config says so,
+        else normal(0, ``std``); and the generation defaults from the config's special ids."""
+        config = self.config
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.backbone.embed_tokens.weight
+        else:
+            nn.init.normal_(self.lm_head.weight, std=std)
+        self.generation_config = {k: getattr(config, k) for k in
+                                  ("bos_token_id", "eos_token_id", "pad_token_id")
+                                  if getattr(config, k) is not None} or None
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 past_key_values: KVCache | None = None, use_cache: bool = False,

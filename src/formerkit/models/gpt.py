@@ -153,14 +153,7 @@ class GPTForCausalLM(CausalLMMixin, GPTPreTrainedModel, GenerationMixin):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__(config)
         self.transformer = GPTModel(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        if config.tie_embeddings:
-            self.lm_head.weight = self.transformer.embed_tokens.weight
-        else:
-            nn.init.normal_(self.lm_head.weight, std=0.02)
-        self.generation_config = {k: getattr(config, k) for k in
-                                  ("bos_token_id", "eos_token_id", "pad_token_id")
-                                  if getattr(config, k) is not None} or None
+        self.add_lm_head(std=0.02)
 
 
 class GPTForSequenceClassification(SequenceClassifierMixin, GPTPreTrainedModel):

@@ -220,14 +220,7 @@ class LlamaForCausalLM(CausalLMMixin, LlamaPreTrainedModel, GenerationMixin):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__(config)
         self.model = LlamaModel(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        if config.tie_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-        else:
-            nn.init.normal_(self.lm_head.weight, std=config.init_std)
-        self.generation_config = {k: getattr(config, k) for k in
-                                  ("bos_token_id", "eos_token_id", "pad_token_id")
-                                  if getattr(config, k) is not None} or None
+        self.add_lm_head(std=config.init_std)
 
 
 class LlamaForSequenceClassification(SequenceClassifierMixin, LlamaPreTrainedModel):
