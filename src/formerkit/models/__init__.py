@@ -36,6 +36,12 @@ from formerkit.models.transformer import (
     TransformerForSeq2Seq,
     TransformerModel,
 )
+from formerkit.models.vit import (
+    ViTConfig,
+    ViTForImageClassification,
+    ViTMAEForPreTraining,
+    ViTModel,
+)
 
 __all__ = [
     "BertConfig", "BertForMaskedLM", "BertForMultipleChoice", "BertForNextSentencePrediction",
@@ -45,6 +51,7 @@ __all__ = [
     "GPTModel", "HARConfig", "HARTransformer", "ITransformer", "ITransformerConfig",
     "LlamaConfig", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaModel",
     "ModelOutput", "PatchTST", "PatchTSTConfig", "PreTrainedModel", "TransformerConfig",
-    "TransformerForSeq2Seq", "TransformerForecaster", "TransformerModel", "create_model",
+    "TransformerForSeq2Seq", "TransformerForecaster", "TransformerModel", "ViTConfig",
+    "ViTForImageClassification", "ViTMAEForPreTraining", "ViTModel", "create_model",
     "list_models", "register_model",
 ]
