@@ -8,6 +8,8 @@ ONNX covers every family, with names taken from the models' own arguments and ou
   sequence axes; ``BertForMultipleChoice`` takes (batch, choices, sequence);
 - ``HARTransformer``: raw signals (B, T, C) -> per-step ``logits``, T dynamic up to
   ``max_seq_len``;
+- ``ViTForImageClassification`` / ``ViTModel``: ``pixel_values`` (B, C, H, W) at the
+  config's image size -> ``logits`` (or hidden states), dynamic batch;
 - forecasters (``TransformerForecaster``, ``ITransformer``, ``PatchTST``, ``Crossformer``): the
   fixed-length lookback ``x`` (B, seq_len, n_vars) (and calendar features ``x_mark``/``y_mark``
   when the model uses them) -> ``prediction`` (B, pred_len, n_vars), dynamic batch;

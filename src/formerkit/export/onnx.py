@@ -69,7 +69,7 @@ def _output_axes(model: nn.Module, inputs: dict[str, torch.Tensor],
                  ) -> dict[str, dict[int, str]]:
     """Output axes that follow the sequence length: those that change when one step is
     removed (forecasters have a fixed length: only the batch axis is dynamic)."""
-    if "x" in inputs:
+    if "x" in inputs or "pixel_values" in inputs:  # fixed length or image size
         return {name: {0: "batch"} for name in outputs}
     shorter = _outputs(model, {k: v[..., :-1] if k != "inputs" else v[:, :-1]
                                for k, v in inputs.items()}, extra)
