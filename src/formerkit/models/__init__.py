@@ -12,6 +12,7 @@ from formerkit.models.bert import (
     BertForTokenClassification,
     BertModel,
 )
+from formerkit.models.cnn import ImageCNN, ImageCNNConfig
 from formerkit.models.gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
 from formerkit.models.llama import (
     LlamaConfig,
@@ -50,7 +51,8 @@ __all__ = [
     "ForecasterConfig", "GPTConfig", "GPTForCausalLM", "GPTForSequenceClassification",
     "GPTModel", "HARConfig", "HARTransformer", "ITransformer", "ITransformerConfig",
     "LlamaConfig", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaModel",
-    "ModelOutput", "PatchTST", "PatchTSTConfig", "PreTrainedModel", "TransformerConfig",
+    "ImageCNN", "ImageCNNConfig", "ModelOutput", "PatchTST", "PatchTSTConfig", "PreTrainedModel",
+    "TransformerConfig",
     "TransformerForSeq2Seq", "TransformerForecaster", "TransformerModel", "ViTConfig",
     "ViTForImageClassification", "ViTMAEForPreTraining", "ViTModel", "create_model",
     "list_models", "register_model",
