@@ -227,3 +227,12 @@ def test_mae_export_is_refused_with_a_reason(tmp_path):
     create_model("vit-mae", preset="tiny").save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="masks patches at random"):
         export(tmp_path)
+
+
+def test_mae_exports_to_huggingface_checked_with_a_fixed_mask(tmp_path):
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    create_model("vit-mae", preset="tiny").save_pretrained(tmp_path / "mae")
+    result = export(tmp_path / "mae", format="hf")
+    assert result.checked_with == "transformers"
+    assert result.max_abs_diff[result.path] < 1e-4

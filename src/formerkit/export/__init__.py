@@ -55,7 +55,7 @@ def export(model_dir: str | Path, format: str = "onnx", output: str | Path | Non
     Args:
         model_dir: a model directory (``save_pretrained``) or a run directory holding ``model/``.
         format: ``"onnx"`` or ``"hf"`` (a directory ``transformers`` loads: BERT, GPT-2 and
-            Marian models).
+            Marian, Llama-family and ViT models).
         output: ONNX: the ``.onnx`` file (default ``model_dir/model.onnx``), or for seq2seq a
             folder (default ``model_dir``) that receives ``encoder_model.onnx`` and
             ``decoder_model.onnx``. HF: the directory (default ``model_dir`` + ``-hf``).

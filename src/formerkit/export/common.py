@@ -92,14 +92,14 @@ def example_inputs(model: nn.Module, *, batch: int = 2, length: int | None = Non
         if hasattr(model, "normalize"):  # examples in the data's physical range
             inputs = inputs * model.normalize.var.sqrt() + model.normalize.mean
         return {"inputs": inputs}, {"inputs": {0: "batch", 1: "time"}}
-    if "noise" in accepted:
-        raise ValueError(f"{type(model).__name__} masks patches at random; export its "
-                         "encoder instead (ViTModel.from_pretrained on the saved directory "
-                         "after saving model.vit)")
     if "pixel_values" in accepted and hasattr(config, "image_size"):
         size = config.image_size  # positions are not resized in the graph: a fixed image size
         pixels = torch.randn(batch, config.n_channels, size, size, generator=generator)
-        return {"pixel_values": pixels}, {"pixel_values": {0: "batch"}}
+        tensors = {"pixel_values": pixels}
+        if "noise" in accepted:  # MAE: a fixed mask, so that two implementations compare
+            tensors["noise"] = torch.rand(batch, (size // config.patch_size) ** 2,
+                                          generator=generator)
+        return tensors, {name: {0: "batch"} for name in tensors}
     if "x" in accepted and hasattr(config, "pred_len"):
         tensors = {"x": torch.randn(batch, config.seq_len, config.n_vars, generator=generator)}
         if getattr(config, "n_marks", 0):

@@ -37,6 +37,9 @@ def _extra(model: nn.Module) -> dict[str, Any]:
 def _export_single(model: nn.Module, output: Path, *, exporter: str, verify: bool,
                    atol: float) -> float | None:
     model = model.eval()
+    if "noise" in inspect.signature(model.forward).parameters:
+        raise ValueError(f"{type(model).__name__} masks patches at random; export its "
+                         "encoder instead (save model.vit and export that directory)")
     inputs, axes = example_inputs(model)
     extra = _extra(model)
     outputs = _outputs(model, inputs, extra)
