@@ -45,7 +45,7 @@ _EXPORTS = {
     "ViTConfig": "formerkit.models.vit",
     "ViTModel": "formerkit.models.vit",
     "ViTForImageClassification": "formerkit.models.vit",
-    "ViTMAEForPreTraining": "formerkit.models.vit",
+    "ViTMAEForPreTraining": "formerkit.models.vit_mae",
     # time series
     "HARConfig": "formerkit.models.timeseries.har",
     "HARTransformer": "formerkit.models.timeseries.har",

@@ -54,7 +54,7 @@ def export(model_dir: str | Path, format: str = "onnx", output: str | Path | Non
 
     Args:
         model_dir: a model directory (``save_pretrained``) or a run directory holding ``model/``.
-        format: ``"onnx"`` or ``"hf"`` (a directory ``transformers`` loads: BERT, GPT-2 and
+        format: ``"onnx"`` or ``"hf"`` (a directory ``transformers`` loads: BERT, GPT-2,
             Marian, Llama-family and ViT models).
         output: ONNX: the ``.onnx`` file (default ``model_dir/model.onnx``), or for seq2seq a
             folder (default ``model_dir``) that receives ``encoder_model.onnx`` and

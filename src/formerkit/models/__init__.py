@@ -37,12 +37,8 @@ from formerkit.models.transformer import (
     TransformerForSeq2Seq,
     TransformerModel,
 )
-from formerkit.models.vit import (
-    ViTConfig,
-    ViTForImageClassification,
-    ViTMAEForPreTraining,
-    ViTModel,
-)
+from formerkit.models.vit import ViTConfig, ViTForImageClassification, ViTModel
+from formerkit.models.vit_mae import ViTMAEForPreTraining
 
 __all__ = [
     "BertConfig", "BertForMaskedLM", "BertForMultipleChoice", "BertForNextSentencePrediction",
