@@ -55,3 +55,35 @@ def test_tiny_digits_run_learns_saves_and_exports(tmp_path, recipe, overrides):
 
     result = export(run)
     assert result.max_abs_diff[result.path] < 1e-4
+
+
+def test_mae_pretraining_then_fine_tuning_from_its_encoder(tmp_path):
+    from formerkit.tasks.base import get_task
+    from formerkit.tasks.image_classification import ImageDataConfig, ImageTaskConfig
+
+    tiny = ["model.d_model=32", "model.n_heads=2", "model.n_layers=1", "model.d_ff=64",
+            "model.decoder_d_model=16", "model.decoder_n_heads=2", "model.decoder_n_layers=1",
+            "model.decoder_d_ff=32"]
+    short = ["trainer.max_steps=20", "trainer.eval_every=0", "trainer.progress=false"]
+    pre = tmp_path / "mae"
+    metrics = formerkit.train("vit-mae-digits", output_dir=pre, overrides=short + tiny)
+    assert 0 < metrics["test_loss"] < 2 and 0 < metrics["val_loss"] < 2
+    mae = formerkit.from_pretrained(pre / "model")
+    setup = get_task("image-classification").setup(
+        {"name": "vit", "dropout": 0.0}, ImageDataConfig(),
+        ImageTaskConfig(init_from=str(pre)), seed=0)
+    classifier = setup.model
+    assert classifier.config.d_model == 32 and classifier.config.num_labels == 10
+    ours = classifier.vit.state_dict()
+    for name, tensor in mae.vit.state_dict().items():
+        torch.testing.assert_close(ours[name], tensor, rtol=0, atol=0, msg=name)
+    assert classifier.vit.embeddings.position.requires_grad  # fine-tuned like the rest
+    run = tmp_path / "fine-tune"
+    metrics = formerkit.train("vit-digits", output_dir=run,
+                              overrides=short + [f"task.init_from={pre}"])
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="not a ViT or MAE"):
+        cnn = tmp_path / "cnn"
+        formerkit.create_model("cnn").save_pretrained(cnn)
+        get_task("image-classification").setup({"name": "vit"}, ImageDataConfig(),
+                                                ImageTaskConfig(init_from=str(cnn)), seed=0)
