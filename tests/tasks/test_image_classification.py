@@ -36,7 +36,8 @@ def test_digits_split_is_stratified_and_scaled():
 
 
 @pytest.mark.parametrize("recipe,overrides", [("vit-digits", TINY_VIT), ("cnn-digits", [])])
-def test_tiny_digits_run_learns_saves_and_exports(tmp_path, recipe, overrides):
+def test_tiny_digits_run_learns_saves_evaluates_and_exports(tmp_path, capsys, recipe,
+                                                           overrides):
     run = tmp_path / "run"
     metrics = formerkit.train(recipe, output_dir=run, overrides=TRAINER + overrides)
     for key in ("val_accuracy", "test_accuracy", "test_macro_f1"):
@@ -50,6 +51,12 @@ def test_tiny_digits_run_learns_saves_and_exports(tmp_path, recipe, overrides):
     with torch.no_grad():
         predicted = model(torch.from_numpy(data.test.x)).logits.argmax(-1).numpy()
     assert (predicted == data.test.y).mean() == pytest.approx(np.trace(matrix) / 359)
+    from formerkit import cli
+
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--split", "test"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["test_accuracy"] == pytest.approx(np.trace(matrix) / 359)
     pytest.importorskip("onnxruntime")
     from formerkit.export import export
 
