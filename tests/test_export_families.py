@@ -197,3 +197,42 @@ def test_cli_export_prints_the_measured_difference(tmp_path, capsys, fmt, checke
     assert line.startswith("wrote ") and f"max |{checker} - PyTorch| = " in line
     assert float(line.rsplit("= ", 1)[1].rstrip(")")) < 1e-4
     assert captured.out.strip() in line
+
+
+@pytest.mark.parametrize("name", ["ViTForImageClassification", "ViTModel"])
+def test_vit_exports_with_a_dynamic_batch(tmp_path, name):
+    torch.manual_seed(0)
+    config = build_config("vit", preset="tiny", num_labels=5)
+    model = getattr(models, name)(config).eval()
+    with torch.no_grad():  # non-trivial norms and biases
+        for param_name, param in model.named_parameters():
+            if "norm" in param_name or param_name.endswith("bias"):
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(tmp_path)
+    result = export(tmp_path)
+    assert 0 <= result.max_abs_diff[result.path] < 1e-4
+    session = _session(result.path)
+    assert [i.name for i in session.get_inputs()] == ["pixel_values"]
+    field = "logits" if name == "ViTForImageClassification" else "last_hidden_state"
+    assert session.get_outputs()[0].name == field
+    for batch in (1, 4):  # traced with 2
+        pixels = torch.randn(batch, 3, 32, 32)
+        (got,) = session.run([field], {"pixel_values": pixels.numpy()})
+        with torch.no_grad():
+            expected = getattr(model(pixels), field).numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_mae_export_is_refused_with_a_reason(tmp_path):
+    create_model("vit-mae", preset="tiny").save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="masks patches at random"):
+        export(tmp_path)
+
+
+def test_mae_exports_to_huggingface_checked_with_a_fixed_mask(tmp_path):
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    create_model("vit-mae", preset="tiny").save_pretrained(tmp_path / "mae")
+    result = export(tmp_path / "mae", format="hf")
+    assert result.checked_with == "transformers"
+    assert result.max_abs_diff[result.path] < 1e-4

@@ -10,7 +10,8 @@ CONTRACT_MODELS = [
     "BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering",
     "BertForMultipleChoice", "TransformerModel", "TransformerForSeq2Seq", "HARTransformer",
     "TransformerForecaster", "ITransformer", "PatchTST", "Crossformer", "LlamaModel",
-    "LlamaForCausalLM", "LlamaForSequenceClassification",
+    "LlamaForCausalLM", "LlamaForSequenceClassification", "ViTModel",
+    "ViTForImageClassification", "ViTMAEForPreTraining",
 ]
 
 

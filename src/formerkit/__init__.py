@@ -41,6 +41,11 @@ _EXPORTS = {
     "TransformerConfig": "formerkit.models.transformer",
     "TransformerModel": "formerkit.models.transformer",
     "TransformerForSeq2Seq": "formerkit.models.transformer",
+    # Vision Transformer and masked autoencoder
+    "ViTConfig": "formerkit.models.vit",
+    "ViTModel": "formerkit.models.vit",
+    "ViTForImageClassification": "formerkit.models.vit",
+    "ViTMAEForPreTraining": "formerkit.models.vit_mae",
     # time series
     "HARConfig": "formerkit.models.timeseries.har",
     "HARTransformer": "formerkit.models.timeseries.har",

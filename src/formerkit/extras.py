@@ -17,6 +17,7 @@ EXTRAS = {
     "onnxruntime": "onnx",
     "onnxscript": "onnx",
     "tensorboard": "tensorboard",
+    "sklearn": "vision",
 }
 
 

@@ -29,6 +29,12 @@ TINY = {
                         d_ff=48, patch_len=6),
     "transformer-forecaster": dict(seq_len=24, pred_len=8, n_vars=3, d_model=24, n_heads=3,
                                    n_layers=2, d_ff=48, label_len=12),
+    "cnn": dict(image_size=8, n_channels=2, channels=3, d_model=10, num_labels=3),
+    "vit": dict(image_size=8, patch_size=4, n_channels=2, d_model=24, n_heads=3, n_layers=2,
+                d_ff=48, num_labels=3),
+    "vit-mae": dict(image_size=8, patch_size=2, n_channels=2, d_model=24, n_heads=3,
+                    n_layers=2, d_ff=48, decoder_d_model=12, decoder_n_heads=2,
+                    decoder_n_layers=1, decoder_d_ff=24),
 }
 
 
@@ -45,6 +51,12 @@ def _inputs(name: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
                 "decoder_input_ids": torch.randint(4, 50, (2, 7), generator=gen)}
     if name == "har":
         return {"": torch.randn(2, 20, config.n_channels, generator=gen)}
+    if name.startswith("vit") or name == "cnn":
+        pixels = torch.randn(2, config.n_channels, config.image_size, config.image_size,
+                             generator=gen)
+        if name in ("vit", "cnn"):
+            return {"pixel_values": pixels}
+        return {"pixel_values": pixels, "noise": torch.rand(2, config.grid ** 2, generator=gen)}
     return {"": torch.randn(2, config.seq_len, config.n_vars, generator=gen)}
 
 

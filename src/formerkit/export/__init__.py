@@ -8,6 +8,8 @@ ONNX covers every family, with names taken from the models' own arguments and ou
   sequence axes; ``BertForMultipleChoice`` takes (batch, choices, sequence);
 - ``HARTransformer``: raw signals (B, T, C) -> per-step ``logits``, T dynamic up to
   ``max_seq_len``;
+- ``ViTForImageClassification`` / ``ViTModel``: ``pixel_values`` (B, C, H, W) at the
+  config's image size -> ``logits`` (or hidden states), dynamic batch;
 - forecasters (``TransformerForecaster``, ``ITransformer``, ``PatchTST``, ``Crossformer``): the
   fixed-length lookback ``x`` (B, seq_len, n_vars) (and calendar features ``x_mark``/``y_mark``
   when the model uses them) -> ``prediction`` (B, pred_len, n_vars), dynamic batch;
@@ -52,8 +54,8 @@ def export(model_dir: str | Path, format: str = "onnx", output: str | Path | Non
 
     Args:
         model_dir: a model directory (``save_pretrained``) or a run directory holding ``model/``.
-        format: ``"onnx"`` or ``"hf"`` (a directory ``transformers`` loads: BERT, GPT-2 and
-            Marian models).
+        format: ``"onnx"`` or ``"hf"`` (a directory ``transformers`` loads: BERT, GPT-2,
+            Marian, Llama-family and ViT models).
         output: ONNX: the ``.onnx`` file (default ``model_dir/model.onnx``), or for seq2seq a
             folder (default ``model_dir``) that receives ``encoder_model.onnx`` and
             ``decoder_model.onnx``. HF: the directory (default ``model_dir`` + ``-hf``).

@@ -75,7 +75,7 @@ def example_inputs(model: nn.Module, *, batch: int = 2, length: int | None = Non
     """Example inputs for tracing and their dynamic axes, chosen from the model's signature.
 
     Args:
-        model: a HAR, forecasting or text model.
+        model: a HAR, forecasting, image (``pixel_values``) or text model.
         batch: example batch size.
         length: example sequence length (default: ``max_seq_len`` for HAR, 8 for text;
             forecasters always take ``seq_len``).
@@ -92,6 +92,14 @@ def example_inputs(model: nn.Module, *, batch: int = 2, length: int | None = Non
         if hasattr(model, "normalize"):  # examples in the data's physical range
             inputs = inputs * model.normalize.var.sqrt() + model.normalize.mean
         return {"inputs": inputs}, {"inputs": {0: "batch", 1: "time"}}
+    if "pixel_values" in accepted and hasattr(config, "image_size"):
+        size = config.image_size  # positions are not resized in the graph: a fixed image size
+        pixels = torch.randn(batch, config.n_channels, size, size, generator=generator)
+        tensors = {"pixel_values": pixels}
+        if "noise" in accepted:  # MAE: a fixed mask, so that two implementations compare
+            tensors["noise"] = torch.rand(batch, (size // config.patch_size) ** 2,
+                                          generator=generator)
+        return tensors, {name: {0: "batch"} for name in tensors}
     if "x" in accepted and hasattr(config, "pred_len"):
         tensors = {"x": torch.randn(batch, config.seq_len, config.n_vars, generator=generator)}
         if getattr(config, "n_marks", 0):
@@ -101,8 +109,8 @@ def example_inputs(model: nn.Module, *, batch: int = 2, length: int | None = Non
                                             generator=generator)
         return tensors, {name: {0: "batch"} for name in tensors}
     if "input_ids" not in accepted or not hasattr(config, "vocab_size"):
-        raise ValueError(f"export supports HAR, forecasting and text (input_ids) models, not "
-                         f"{type(model).__name__}")
+        raise ValueError(f"export supports HAR, forecasting, image and text (input_ids) "
+                         f"models, not {type(model).__name__}")
     length = min(length or 8, getattr(config, "max_seq_len", 8))
     low = 3 if config.vocab_size > 3 else 0
     choices = 2 if type(model).__name__ == "BertForMultipleChoice" else 0

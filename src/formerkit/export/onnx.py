@@ -37,6 +37,9 @@ def _extra(model: nn.Module) -> dict[str, Any]:
 def _export_single(model: nn.Module, output: Path, *, exporter: str, verify: bool,
                    atol: float) -> float | None:
     model = model.eval()
+    if "noise" in inspect.signature(model.forward).parameters:
+        raise ValueError(f"{type(model).__name__} masks patches at random; export its "
+                         "encoder instead (save model.vit and export that directory)")
     inputs, axes = example_inputs(model)
     extra = _extra(model)
     outputs = _outputs(model, inputs, extra)
@@ -69,7 +72,7 @@ def _output_axes(model: nn.Module, inputs: dict[str, torch.Tensor],
                  ) -> dict[str, dict[int, str]]:
     """Output axes that follow the sequence length: those that change when one step is
     removed (forecasters have a fixed length: only the batch axis is dynamic)."""
-    if "x" in inputs:
+    if "x" in inputs or "pixel_values" in inputs:  # fixed length or image size
         return {name: {0: "batch"} for name in outputs}
     shorter = _outputs(model, {k: v[..., :-1] if k != "inputs" else v[:, :-1]
                                for k, v in inputs.items()}, extra)

@@ -12,6 +12,7 @@ from formerkit.models.bert import (
     BertForTokenClassification,
     BertModel,
 )
+from formerkit.models.cnn import ImageCNN, ImageCNNConfig
 from formerkit.models.gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
 from formerkit.models.llama import (
     LlamaConfig,
@@ -36,6 +37,8 @@ from formerkit.models.transformer import (
     TransformerForSeq2Seq,
     TransformerModel,
 )
+from formerkit.models.vit import ViTConfig, ViTForImageClassification, ViTModel
+from formerkit.models.vit_mae import ViTMAEForPreTraining
 
 __all__ = [
     "BertConfig", "BertForMaskedLM", "BertForMultipleChoice", "BertForNextSentencePrediction",
@@ -44,7 +47,9 @@ __all__ = [
     "ForecasterConfig", "GPTConfig", "GPTForCausalLM", "GPTForSequenceClassification",
     "GPTModel", "HARConfig", "HARTransformer", "ITransformer", "ITransformerConfig",
     "LlamaConfig", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaModel",
-    "ModelOutput", "PatchTST", "PatchTSTConfig", "PreTrainedModel", "TransformerConfig",
-    "TransformerForSeq2Seq", "TransformerForecaster", "TransformerModel", "create_model",
+    "ImageCNN", "ImageCNNConfig", "ModelOutput", "PatchTST", "PatchTSTConfig", "PreTrainedModel",
+    "TransformerConfig",
+    "TransformerForSeq2Seq", "TransformerForecaster", "TransformerModel", "ViTConfig",
+    "ViTForImageClassification", "ViTMAEForPreTraining", "ViTModel", "create_model",
     "list_models", "register_model",
 ]

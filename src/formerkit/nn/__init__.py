@@ -22,6 +22,17 @@ from formerkit.nn.masks import (
     sliding_window_mask,
 )
 from formerkit.nn.norms import NORMS, RMSNorm, make_norm
+from formerkit.nn.patch import (
+    PatchEmbedding2d,
+    image_from_patches,
+    image_patches,
+    patchify,
+    prepend_token,
+    random_masking,
+    resize_grid_positions,
+    sincos_2d_table,
+    unshuffle,
+)
 from formerkit.nn.position import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
@@ -34,9 +45,12 @@ from formerkit.nn.rotary import ROPE_TYPES, RotaryEmbedding, apply_rotary
 __all__ = [
     "ACTIVATIONS", "BACKENDS", "FEED_FORWARDS", "NORMS", "ROPE_TYPES", "Decoder",
     "DecoderLayer", "Encoder", "EncoderLayer", "FeedForward", "GatedFeedForward", "KVCache",
-    "LayerCache", "LearnedPositionalEmbedding", "MultiHeadAttention", "RMSNorm",
+    "LayerCache", "LearnedPositionalEmbedding", "MultiHeadAttention", "PatchEmbedding2d",
+    "RMSNorm",
     "RotaryEmbedding", "SinusoidalPositionalEncoding", "apply_rotary", "causal_mask",
-    "check_length", "get_activation", "init_weights", "make_attention_mask", "make_feed_forward",
-    "make_norm", "padding_mask", "positions", "scale_residual_projections",
-    "scaled_dot_product_attention", "sinusoidal_table", "sliding_window_mask",
+    "check_length", "get_activation", "image_from_patches", "image_patches", "init_weights",
+    "make_attention_mask", "make_feed_forward", "make_norm", "padding_mask", "patchify",
+    "positions", "prepend_token", "random_masking", "resize_grid_positions",
+    "scale_residual_projections", "scaled_dot_product_attention", "sincos_2d_table",
+    "sinusoidal_table", "sliding_window_mask", "unshuffle",
 ]

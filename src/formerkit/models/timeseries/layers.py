@@ -19,6 +19,7 @@ from formerkit.config import (
 )
 from formerkit.models.base import ModelOutput, PreTrainedModel
 from formerkit.nn import ACTIVATIONS, BACKENDS, sinusoidal_table
+from formerkit.nn.patch import patchify  # noqa: F401  (re-exported: the forecasters patch series)
 
 
 @dataclasses.dataclass
@@ -96,31 +97,6 @@ class RevIN(nn.Module):
         if self.affine:
             y = (y - self.bias) / (self.weight + self.eps * self.eps)
         return y * std + mean
-
-
-def patchify(x: torch.Tensor, patch_len: int, stride: int, *, pad_end: int = 0,
-             pad_front: int = 0) -> torch.Tensor:
-    """Cut series into patches, padding by repeating the edge values.
-
-    Args:
-        x: (B, C, L).
-        patch_len, stride: patch width and step.
-        pad_end, pad_front: steps to add by repeating the last / first value.
-
-    Returns:
-        (B, C, P, patch_len) with P = (L + pads - patch_len) // stride + 1.
-    """
-    if pad_end or pad_front:
-        x = F.pad(x, (pad_front, pad_end), mode="replicate")
-    if x.shape[-1] < patch_len:
-        raise ValueError(f"series of length {x.shape[-1]} is shorter than "
-                         f"patch_len={patch_len}")
-    # Gather by index rather than Tensor.unfold: the same values, and ONNX-exportable with a
-    # dynamic batch (the exporter cannot size unfold's input after the edge padding).
-    n_patches = (x.shape[-1] - patch_len) // stride + 1
-    index = torch.arange(n_patches, device=x.device)[:, None] * stride \
-        + torch.arange(patch_len, device=x.device)  # (P, patch_len)
-    return x[..., index]  # (B, C, P, patch_len)
 
 
 class TokenEmbedding(nn.Module):
