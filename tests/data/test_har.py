@@ -140,3 +140,22 @@ def test_stream_sequences_cover_each_stream_with_per_step_labels():
     assert set(data[1]["labels"].tolist()) == {0, 1}  # crosses the activity change
     with pytest.raises(ValueError, match="length"):
         HARStreamSequences(split, length=0)
+
+
+def test_labelled_subset_is_stratified_seeded_and_keeps_every_class():
+    from formerkit.data.har import labelled_subset
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [100, 40, 3])
+    split = HARSplit(rng.normal(size=(len(y), 4, 2)).astype(np.float32), y,
+                     np.ones(len(y), dtype=np.int64))
+    part = labelled_subset(split, 0.1, seed=0)
+    assert np.bincount(part.y).tolist() == [10, 4, 1]  # at least one of the rare class
+    chosen = [np.flatnonzero((split.x == window).all(axis=(1, 2)))[0] for window in part.x]
+    assert chosen == sorted(chosen)  # the file's order
+    np.testing.assert_array_equal(labelled_subset(split, 0.1, seed=0).x, part.x)
+    assert not np.array_equal(labelled_subset(split, 0.1, seed=1).x, part.x)
+    assert labelled_subset(split, 1.0) is split
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="label_fraction must be in"):
+            labelled_subset(split, bad)

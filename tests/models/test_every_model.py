@@ -21,6 +21,9 @@ TINY = {
                         n_decoder_layers=1, d_ff=48, max_seq_len=16),
     "har": dict(n_channels=9, n_classes=6, d_model=24, n_heads=3, n_layers=2, d_ff=48,
                 max_seq_len=32),
+    "har-mae": dict(n_channels=9, d_model=24, n_heads=3, n_layers=2, d_ff=48, max_seq_len=32,
+                    span=4, decoder_d_model=12, decoder_n_heads=2, decoder_n_layers=1,
+                    decoder_d_ff=24),
     "itransformer": dict(seq_len=24, pred_len=8, n_vars=3, d_model=24, n_heads=3, n_layers=2,
                          d_ff=48),
     "patchtst": dict(seq_len=24, pred_len=8, n_vars=3, d_model=24, n_heads=3, n_layers=2,
@@ -51,6 +54,9 @@ def _inputs(name: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
                 "decoder_input_ids": torch.randint(4, 50, (2, 7), generator=gen)}
     if name == "har":
         return {"": torch.randn(2, 20, config.n_channels, generator=gen)}
+    if name == "har-mae":  # fixed noise: the same spans are masked before and after saving
+        return {"inputs": torch.randn(2, 20, config.n_channels, generator=gen),
+                "noise": torch.rand(2, 20 // config.span, generator=gen)}
     if name.startswith("vit") or name == "cnn":
         pixels = torch.randn(2, config.n_channels, config.image_size, config.image_size,
                              generator=gen)

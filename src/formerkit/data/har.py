@@ -80,6 +80,26 @@ def load_uci_har(path: str | Path | None = None, *, n_val_subjects: int = 3,
                    list(activities))
 
 
+def labelled_subset(split: HARSplit, fraction: float, *, seed: int = 0) -> HARSplit:
+    """A class-stratified ``fraction`` of a split's windows, at least one per class, in the
+    file's order: the labelled part of a small label budget (the rest count as unlabelled).
+
+    Raises:
+        ValueError: ``fraction`` is not in (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return split
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(split.y):
+        index = np.flatnonzero(split.y == label)
+        count = max(1, round(fraction * len(index)))
+        keep.append(rng.choice(index, size=count, replace=False))
+    return split.select(np.sort(np.concatenate(keep)))
+
+
 @dataclasses.dataclass
 class Stream:
     """One subject's windows laid end to end: ``x`` (L, C), ``y`` (L,) per-step labels and

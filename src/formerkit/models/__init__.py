@@ -32,6 +32,7 @@ from formerkit.models.timeseries import (
     TransformerForecaster,
 )
 from formerkit.models.timeseries.har import HARConfig, HARTransformer
+from formerkit.models.timeseries.har_mae import HARMAEConfig, HARMAEForPreTraining
 from formerkit.models.transformer import (
     TransformerConfig,
     TransformerForSeq2Seq,
@@ -45,7 +46,8 @@ __all__ = [
     "BertForPreTraining", "BertForQuestionAnswering", "BertForSequenceClassification",
     "BertForTokenClassification", "BertModel", "Crossformer", "CrossformerConfig",
     "ForecasterConfig", "GPTConfig", "GPTForCausalLM", "GPTForSequenceClassification",
-    "GPTModel", "HARConfig", "HARTransformer", "ITransformer", "ITransformerConfig",
+    "GPTModel", "HARConfig", "HARMAEConfig", "HARMAEForPreTraining", "HARTransformer",
+    "ITransformer", "ITransformerConfig",
     "LlamaConfig", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaModel",
     "ImageCNN", "ImageCNNConfig", "ModelOutput", "PatchTST", "PatchTSTConfig", "PreTrainedModel",
     "TransformerConfig",

@@ -5,6 +5,7 @@ from formerkit.tasks import (  # noqa: F401  (register)
     causal_lm,
     forecast,
     har,
+    har_mae,
     image_classification,
     seq2seq,
 )

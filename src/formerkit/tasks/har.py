@@ -23,9 +23,11 @@ from torch import nn
 
 from formerkit.config import ConfigBase, check_choice, check_positive, check_probability
 from formerkit.data.har import (
+    HARData,
     HARSplit,
     HARStreamSequences,
     HARWindows,
+    labelled_subset,
     load_uci_har,
     stitch_streams,
 )
@@ -51,6 +53,10 @@ class HARDataConfig(ConfigBase):
             training subject's stitched stream, activity changes included, no augmentation).
         augment: augment training windows (the options below).
         time_shift, jitter, scale, rotate, stitch_prob: see ``formerkit.data.har.HARWindows``.
+        label_fraction: share of the training windows whose labels are used (class-
+            stratified, see ``formerkit.data.har.labelled_subset``); the input normalisation
+            still sees every training window, as unlabelled signals are free.
+        label_seed: seed choosing those windows.
     """
 
     dataset: str = "uci_har"
@@ -64,8 +70,13 @@ class HARDataConfig(ConfigBase):
     scale: float = 0.1
     rotate: float = 0.0
     stitch_prob: float = 0.3
+    label_fraction: float = 1.0
+    label_seed: int = 0
 
     def validate(self) -> None:
+        if not 0 < self.label_fraction <= 1:
+            raise ValueError(f"HARDataConfig.label_fraction must be in (0, 1], got "
+                             f"{self.label_fraction}")
         if self.dataset != "uci_har":
             raise ValueError(f"HARDataConfig.dataset must be 'uci_har', got {self.dataset!r}")
         for name in ("n_val_subjects", "time_shift", "jitter", "scale", "rotate"):
@@ -82,10 +93,14 @@ class HARTaskConfig(ConfigBase):
     Attributes:
         eval_batch_size: windows per forward pass in evaluation.
         stream_stride: hop of the sliding windows labelling stitched test streams.
+        init_from: a ``har-mae`` (or ``har``) model or run directory whose normalisation,
+            embedding, positions and encoder start the model (its sizes replace the
+            recipe's; dropout and label smoothing stay the recipe's).
     """
 
     eval_batch_size: int = 512
     stream_stride: int = 32
+    init_from: str | None = None
 
     def validate(self) -> None:
         check_positive(self, "eval_batch_size", "stream_stride")
@@ -141,20 +156,21 @@ class HARTask(Task):
               seed: int) -> TaskSetup:
         dataset = load_uci_har(data.path, n_val_subjects=data.n_val_subjects,
                                split_seed=data.split_seed)
-        fields = {k: v for k, v in model.items() if k not in ("name", "preset")}
-        fields.setdefault("n_channels", dataset.train.x.shape[-1])
-        fields.setdefault("n_classes", len(dataset.activities))
-        fields.setdefault("class_names", dataset.activities)
-        fields.setdefault("channel_names", dataset.channels)
-        har_model = create_model(model.get("name", "har"), model.get("preset"), **fields)
+        har_model = build_har_model(model, dataset, task.init_from)
         if har_model.config.max_seq_len < dataset.train.x.shape[1]:
             raise ValueError(f"model.max_seq_len={har_model.config.max_seq_len} is shorter "
                              f"than the {dataset.train.x.shape[1]}-step windows")
-        har_model.normalize.set_statistics(torch.from_numpy(dataset.train.x))
+        if not task.init_from:
+            har_model.normalize.set_statistics(torch.from_numpy(dataset.train.x))
+        labelled = labelled_subset(dataset.train, data.label_fraction, seed=data.label_seed)
+        if data.label_fraction < 1:
+            print(f"har: {len(labelled):,} of {len(dataset.train):,} training windows "
+                  f"labelled (label_fraction={data.label_fraction}, "
+                  f"label_seed={data.label_seed})", flush=True)
         if data.mode == "streams":
-            train = HARStreamSequences(dataset.train, length=har_model.config.max_seq_len)
+            train = HARStreamSequences(labelled, length=har_model.config.max_seq_len)
         else:
-            train = HARWindows(dataset.train, augment=data.augment, time_shift=data.time_shift,
+            train = HARWindows(labelled, augment=data.augment, time_shift=data.time_shift,
                                jitter=data.jitter, scale=data.scale, rotate=data.rotate,
                                stitch_prob=data.stitch_prob)
         splits = {"val": dataset.val, "test": dataset.test}
@@ -192,6 +208,42 @@ class HARTask(Task):
     def predict(self, model_dir: Path, input_path: Path, **options: Any) -> str:
         """Label a CSV recording step by step; see ``predict_recording``."""
         return predict_recording(model_dir, input_path, **options)
+
+
+def build_har_model(model: dict[str, Any], dataset: HARData, init_from: str | None = None
+                    ) -> nn.Module:
+    """The recipe's activity model with the data's channels and classes; with ``init_from``
+    one of the pre-trained model's sizes, started from its weights (its input normalisation
+    included)."""
+    fields = {k: v for k, v in model.items() if k not in ("name", "preset")}
+    fields.setdefault("n_channels", dataset.train.x.shape[-1])
+    fields.setdefault("n_classes", len(dataset.activities))
+    fields.setdefault("class_names", dataset.activities)
+    fields.setdefault("channel_names", dataset.channels)
+    if not init_from:
+        return create_model(model.get("name", "har"), model.get("preset"), **fields)
+    from formerkit.models.auto import from_pretrained
+    from formerkit.models.timeseries.har import HARBackbone, HARTransformer
+    from formerkit.models.timeseries.har_mae import backbone_config, load_pretrained_backbone
+    from formerkit.tasks.common import model_directory
+
+    if model.get("name", "har") != "har":
+        raise ValueError(f"task.init_from starts a har model; model.name is "
+                         f"{model.get('name')!r}")
+    source = from_pretrained(model_directory(init_from))
+    if not isinstance(source, HARBackbone):
+        raise ValueError(f"task.init_from={init_from!r} holds a {type(source).__name__}, not "
+                         "an activity model (har or har-mae)")
+    if source.config.n_channels != fields["n_channels"]:
+        raise ValueError(f"task.init_from={init_from!r} was trained on "
+                         f"{source.config.n_channels} channels, the data has "
+                         f"{fields['n_channels']}")
+    keep = ("dropout", "attn_dropout", "label_smoothing", "n_classes", "class_names",
+            "channel_names")
+    config = backbone_config(source.config, **{k: v for k, v in fields.items() if k in keep})
+    network = HARTransformer(config)
+    load_pretrained_backbone(network, source)
+    return network
 
 
 def write_confusion(file: Path, matrix: np.ndarray, labels: list[str], *, split: str) -> None:

@@ -96,16 +96,10 @@ class InputNormalization(nn.Module):
         return (x - self.mean) * torch.rsqrt(self.var + self.eps)
 
 
-@register_model("har", config_class=HARConfig, description="activity recognition Transformer "
-                "labelling every step of raw inertial signals",
-                presets={"tiny": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
-                         "small": {}, "base": {"d_model": 128, "n_layers": 6, "d_ff": 256}})
-class HARTransformer(PreTrainedModel):
-    """Sequence-to-sequence activity labelling: class scores for every time step.
-
-    normalise -> linear step embedding + learned positions -> pre-norm encoder (GELU) ->
-    final LayerNorm -> linear classifier. Softmax appears only inside the loss.
-    """
+class HARBackbone(PreTrainedModel):
+    """What the activity model and its masked-autoencoder pre-training share: input
+    normalisation, the linear step embedding, learned positions and the pre-norm encoder,
+    under the same parameter names (so pre-trained weights move over by name)."""
 
     config_class = HARConfig
 
@@ -120,9 +114,10 @@ class HARTransformer(PreTrainedModel):
             d_ff=config.d_ff, dropout=config.dropout, attn_dropout=config.attn_dropout,
             activation=config.activation,
             norm_first=True, layer_norm_eps=config.layer_norm_eps)
-        self.classifier = nn.Linear(config.d_model, config.n_classes)
-        # ViT: every linear layer (and the position table) trunc-normal(0.02) cut at 2 std.
-        self.apply(lambda module: init_weights(module, scheme="trunc_normal", std=0.02))
+
+    def embed_steps(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Normalised signals (B, T, C) -> step embeddings plus positions (B, T, D)."""
+        return self.embed(normalized) + self.position.weight[:normalized.shape[1]]
 
     def check_inputs(self, inputs: torch.Tensor) -> None:
         """Raise ``ValueError`` for a wrong shape, channel count, length or NaN/inf values."""
@@ -142,6 +137,24 @@ class HARTransformer(PreTrainedModel):
             raise ValueError("inputs contain NaN or infinite values; fill or drop the missing "
                              "samples first")
 
+
+@register_model("har", config_class=HARConfig, description="activity recognition Transformer "
+                "labelling every step of raw inertial signals",
+                presets={"tiny": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
+                         "small": {}, "base": {"d_model": 128, "n_layers": 6, "d_ff": 256}})
+class HARTransformer(HARBackbone):
+    """Sequence-to-sequence activity labelling: class scores for every time step.
+
+    normalise -> linear step embedding + learned positions -> pre-norm encoder (GELU) ->
+    final LayerNorm -> linear classifier. Softmax appears only inside the loss.
+    """
+
+    def __init__(self, config: HARConfig) -> None:
+        super().__init__(config)
+        self.classifier = nn.Linear(config.d_model, config.n_classes)
+        # ViT: every linear layer (and the position table) trunc-normal(0.02) cut at 2 std.
+        self.apply(lambda module: init_weights(module, scheme="trunc_normal", std=0.02))
+
     def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None,
                 output_attentions: bool = False) -> ModelOutput:
         """Label every step of raw windows.
@@ -160,8 +173,7 @@ class HARTransformer(PreTrainedModel):
                 or torch.onnx.is_in_onnx_export()):
             self.check_inputs(inputs)
         length = inputs.shape[1]
-        x = self.embed(self.normalize(inputs.float()))  # (B, T, D)
-        x = self.dropout(x + self.position.weight[:length])
+        x = self.dropout(self.embed_steps(self.normalize(inputs.float())))  # (B, T, D)
         x, attentions = self.encoder(x, output_attentions=output_attentions)
         logits = self.classifier(x)  # (B, T, n_classes)
         loss = None
