@@ -97,5 +97,5 @@ def test_no_validation_subjects_trains_on_all_and_says_why_val_is_missing(data_d
     assert len(setup.train_dataset) == 7352  # every training subject
     with pytest.raises(ValueError, match="no validation split.*eval_every=0"):
         setup.evaluate(setup.model.eval(), "val")
-    with pytest.raises(KeyError, match="'val' or 'test'"):
+    with pytest.raises(KeyError, match=r"one of \['test', 'val'\], got 'train'"):
         setup.evaluate(setup.model, "train")

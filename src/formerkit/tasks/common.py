@@ -1,16 +1,38 @@
-"""Pieces every task shares: pre-trained model directories (``task.init_from``) and LoRA
-fine-tuning (``task.lora``, Hu et al. 2021) with the adapters merged when the model is saved."""
+"""Pieces every task shares: the split an evaluation reads, pre-trained model directories
+(``task.init_from``) and LoRA fine-tuning (``task.lora``, Hu et al. 2021) with the adapters
+merged when the model is saved."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 LORA_KEYS = ("rank", "alpha", "targets", "dropout", "modules_to_save")
+_SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def split_to_evaluate(splits: dict[str, Sized], split: str, emptied_by: str) -> Sized:
+    """``splits[split]`` for a task's ``evaluate(module, split)``.
+
+    Args:
+        splits: ``{"val": ..., "test": ...}``.
+        emptied_by: the data setting that leaves a split empty, for the error
+            (``"data.val_fraction=0"``).
+
+    Raises:
+        KeyError: ``split`` is not one of ``splits``.
+        ValueError: the split is empty: it names the setting and how to train without it.
+    """
+    if split not in splits:
+        raise KeyError(f"split must be one of {sorted(splits)}, got {split!r}")
+    if len(splits[split]) == 0:
+        raise ValueError(f"there is no {_SPLIT_NAMES.get(split, split)} split ({emptied_by}); "
+                         "set trainer.eval_every=0 to train without evaluating")
+    return splits[split]
 
 
 def check_lora_options(lora: dict[str, Any] | None) -> None:

@@ -34,6 +34,7 @@ from formerkit.data.har import (
 from formerkit.metrics import accuracy, confusion_matrix, macro_f1
 from formerkit.models.registry import create_model
 from formerkit.tasks.base import Task, TaskSetup, register_task
+from formerkit.tasks.common import model_directory, split_to_evaluate
 
 CONFUSION_FILE = "confusion.json"
 SAMPLE_RATE_HZ = 50.0
@@ -177,12 +178,8 @@ class HARTask(Task):
         last_test: dict[str, Any] = {}
 
         def evaluate(module: nn.Module, split: str) -> dict[str, float]:
-            if split not in splits:
-                raise KeyError(f"split must be 'val' or 'test', got {split!r}")
-            if split == "val" and len(dataset.val) == 0:
-                raise ValueError("there is no validation split (data.n_val_subjects=0); "
-                                 "set trainer.eval_every=0 to train on every training subject")
-            result = evaluate_windows(module, splits[split], batch_size=task.eval_batch_size)
+            windows = split_to_evaluate(splits, split, "data.n_val_subjects=0")
+            result = evaluate_windows(module, windows, batch_size=task.eval_batch_size)
             predicted = result.pop("predictions")
             if split == "test":
                 last_test["matrix"] = confusion_matrix(predicted, dataset.test.y,
@@ -225,8 +222,6 @@ def build_har_model(model: dict[str, Any], dataset: HARData, init_from: str | No
     from formerkit.models.auto import from_pretrained
     from formerkit.models.timeseries.har import HARBackbone, HARTransformer
     from formerkit.models.timeseries.har_mae import backbone_config, load_pretrained_backbone
-    from formerkit.tasks.common import model_directory
-
     if model.get("name", "har") != "har":
         raise ValueError(f"task.init_from starts a har model; model.name is "
                          f"{model.get('name')!r}")

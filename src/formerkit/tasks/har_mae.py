@@ -17,6 +17,7 @@ from torch import nn
 from formerkit.config import ConfigBase, check_positive
 from formerkit.data.har import HARSplit, HARWindows, load_uci_har
 from formerkit.tasks.base import Task, TaskSetup, register_task
+from formerkit.tasks.common import split_to_evaluate
 from formerkit.tasks.har import HARDataConfig, build_har_model
 
 
@@ -89,12 +90,8 @@ class HARMAETask(Task):
         splits = {"val": dataset.val, "test": dataset.test}
 
         def evaluate(module: nn.Module, split: str) -> dict[str, float]:
-            if split not in splits:
-                raise KeyError(f"split must be 'val' or 'test', got {split!r}")
-            if len(splits[split]) == 0:
-                raise ValueError(f"there is no {split} split (data.n_val_subjects=0); set "
-                                 "trainer.eval_every=0")
-            return evaluate_reconstruction(module, splits[split],
+            windows = split_to_evaluate(splits, split, "data.n_val_subjects=0")
+            return evaluate_reconstruction(module, windows,
                                            batch_size=task.eval_batch_size,
                                            seed=task.eval_seed)
 

@@ -26,6 +26,7 @@ from formerkit.data.images import DATASETS, ImageDataset, ImageItems, ImageSplit
 from formerkit.metrics import accuracy, confusion_matrix, macro_f1
 from formerkit.models.registry import create_model
 from formerkit.tasks.base import Task, TaskSetup, register_task
+from formerkit.tasks.common import model_directory, split_to_evaluate
 from formerkit.tasks.har import CONFUSION_FILE, write_confusion
 
 
@@ -88,8 +89,6 @@ def build_image_model(model: dict[str, Any], dataset: ImageDataset,
         return create_model(model.get("name", "vit"), model.get("preset"), **fields)
     from formerkit.models.auto import from_pretrained
     from formerkit.models.vit import ViTConfig, ViTForImageClassification, load_pretrained_encoder
-    from formerkit.tasks.common import model_directory
-
     if model.get("name", "vit") != "vit":
         raise ValueError(f"task.init_from starts a ViT; model.name is {model.get('name')!r}")
     source = from_pretrained(model_directory(init_from))
@@ -143,12 +142,8 @@ class ImageClassificationTask(Task):
         last_test: dict[str, np.ndarray] = {}
 
         def evaluate(module: nn.Module, split: str) -> dict[str, float]:
-            if split not in splits:
-                raise KeyError(f"split must be 'val' or 'test', got {split!r}")
-            if len(splits[split]) == 0:
-                raise ValueError(f"the {split} split is empty (data.val_fraction=0); set "
-                                 "trainer.eval_every=0")
-            result = evaluate_images(module, splits[split], batch_size=task.eval_batch_size)
+            images = split_to_evaluate(splits, split, "data.val_fraction=0")
+            result = evaluate_images(module, images, batch_size=task.eval_batch_size)
             predicted = result.pop("predictions")
             if split == "test":
                 last_test["matrix"] = confusion_matrix(predicted, dataset.test.y,
@@ -207,9 +202,8 @@ class ImageMAETask(Task):
         splits = {"val": dataset.val, "test": dataset.test}
 
         def evaluate(module: nn.Module, split: str) -> dict[str, float]:
-            if split not in splits:
-                raise KeyError(f"split must be 'val' or 'test', got {split!r}")
-            return evaluate_reconstruction(module, splits[split],
+            images = split_to_evaluate(splits, split, "data.val_fraction=0")
+            return evaluate_reconstruction(module, images,
                                            batch_size=task.eval_batch_size,
                                            seed=task.eval_seed)
 

@@ -140,6 +140,11 @@ from formerkit.viz.attention import (  # noqa: E402
 from formerkit.viz.confusion import plot_confusion  # noqa: E402
 from formerkit.viz.curves import plot_curves, read_log  # noqa: E402
 from formerkit.viz.forecast import plot_forecast  # noqa: E402
+from formerkit.viz.image_attention import (  # noqa: E402
+    attention_rollout,
+    plot_attention_for_image,
+    plot_image_attention,
+)
 from formerkit.viz.masking import (  # noqa: E402
     MASKING_COLORS,
     masking_categories,
@@ -151,8 +156,9 @@ from formerkit.viz.positions import plot_positions  # noqa: E402
 
 __all__ = [
     "FIGURE_SUFFIXES", "MASKING_COLORS", "PLOT_COMMANDS", "PlotCommand", "attention_maps",
-    "display_token", "is_seq2seq", "load_model", "masking_categories", "masking_rates",
-    "new_figure", "plot_attention", "plot_attention_for_text", "plot_confusion", "plot_curves",
-    "plot_forecast", "plot_masking", "plot_mlm_masking", "plot_positions", "read_log",
+    "attention_rollout", "display_token", "is_seq2seq", "load_model", "masking_categories",
+    "masking_rates", "new_figure", "plot_attention", "plot_attention_for_image",
+    "plot_attention_for_text", "plot_confusion", "plot_curves", "plot_forecast",
+    "plot_image_attention", "plot_masking", "plot_mlm_masking", "plot_positions", "read_log",
     "register_plot", "save_figure",
 ]

@@ -165,6 +165,9 @@ def plot_attention_for_text(model, text: str, *, target: str | None = None,
     """
     if isinstance(model, (str, Path)):
         model = load_model(model)
+    if hasattr(model.config, "patch_size") and hasattr(model.config, "image_size"):
+        raise ValueError(f"{type(model).__name__} reads images, not text; pass --image "
+                         "(plot_attention_for_image)")
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tokenizer is None:
         raise ValueError(f"{type(model).__name__} has no tokenizer: pass tokenizer=")
@@ -207,19 +210,34 @@ _AXES = {"self": "rows: queries, columns: keys", "encoder": "source attends to s
 
 def _attention_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="model directory or training run directory")
-    parser.add_argument("--text", required=True, help="input text (source sentence for seq2seq)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="input text (source sentence for seq2seq)")
+    source.add_argument("--image", help="Vision Transformers: an image file, a .npy array of "
+                        "pixel values, or SPLIT:INDEX of the run's dataset (e.g. test:7)")
     parser.add_argument("--target", help="seq2seq: target sentence (default: greedy output)")
     # not --kind: the CLI keeps the plot KIND in args.kind
     parser.add_argument("--type", choices=["self", "encoder", "decoder", "cross"],
                         help="which attention (default: self, or cross for seq2seq)")
     parser.add_argument("--layers", help="comma-separated layer indices (default: all)")
     parser.add_argument("--heads", help="comma-separated head indices (default: all)")
+    parser.add_argument("--no-rollout", action="store_true",
+                        help="images: leave out the attention-rollout panel")
     _add_run_output_argument(parser, "attention.png", "PATH")
 
 
-@register_plot("attention", "attention heatmaps of a trained model for a text (per layer/head)",
-               _attention_arguments)
+@register_plot("attention", "attention heatmaps of a trained model for a text, or over the "
+               "patches of an image (per layer/head)", _attention_arguments)
 def _attention_command(args: argparse.Namespace) -> Path:
-    fig = plot_attention_for_text(args.path, args.text, target=args.target, kind=args.type,
-                                  layers=_int_list(args.layers), heads=_int_list(args.heads))
+    layers, heads = _int_list(args.layers), _int_list(args.heads)
+    if args.image is not None:
+        from formerkit.viz.image_attention import plot_attention_for_image
+
+        if args.target is not None or args.type is not None:
+            raise ValueError("--target and --type are for text; an image has one [CLS] "
+                             "self-attention map per layer")
+        fig = plot_attention_for_image(args.path, args.image, layers=layers, heads=heads,
+                                       rollout=not args.no_rollout)
+    else:
+        fig = plot_attention_for_text(args.path, args.text, target=args.target,
+                                      kind=args.type, layers=layers, heads=heads)
     return save_figure(fig, output_in_run(args.output, args.path, "attention.png"))
