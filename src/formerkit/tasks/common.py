@@ -1,4 +1,5 @@
-"""Pieces every task shares: the split an evaluation reads, pre-trained model directories
+"""Pieces every task shares: the split an evaluation reads, a masked autoencoder's evaluation
+loss, pre-trained model directories
 (``task.init_from``) and LoRA fine-tuning (``task.lora``, Hu et al. 2021) with the adapters
 merged when the model is saved."""
 
@@ -9,6 +10,8 @@ from collections.abc import Callable, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 LORA_KEYS = ("rank", "alpha", "targets", "dropout", "modules_to_save")
@@ -45,6 +48,28 @@ def check_lora_options(lora: dict[str, Any] | None) -> None:
     if unknown:
         raise ValueError(f"task.lora has unknown keys {sorted(unknown)}; "
                          f"expected some of {list(LORA_KEYS)}")
+
+
+def masked_reconstruction_loss(model: nn.Module, inputs: np.ndarray, *, input_name: str,
+                               n_units: int, batch_size: int, seed: int) -> dict[str, float]:
+    """A masked autoencoder's mean loss over ``inputs`` under masks drawn from ``seed``.
+
+    The noise that picks the removed units (image patches, spans of time steps) comes from one
+    generator seeded with ``seed``, so every evaluation of a split sees the same masks.
+
+    Args:
+        model: takes ``input_name=`` a batch and ``noise=`` (B, ``n_units``); returns ``loss``.
+        inputs: the split's examples, first axis the batch.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    loss_sum = 0.0
+    for start in range(0, len(inputs), batch_size):
+        batch = torch.from_numpy(inputs[start:start + batch_size]).to(device)
+        noise = torch.rand(len(batch), n_units, generator=generator).to(device)
+        loss_sum += model(**{input_name: batch}, noise=noise).loss.item() * len(batch)
+    return {"loss": loss_sum / max(len(inputs), 1)}
 
 
 PACKAGE_PREFIX = "package:"

@@ -17,7 +17,7 @@ from torch import nn
 from formerkit.config import ConfigBase, check_positive
 from formerkit.data.har import HARSplit, HARWindows, load_uci_har
 from formerkit.tasks.base import Task, TaskSetup, register_task
-from formerkit.tasks.common import split_to_evaluate
+from formerkit.tasks.common import masked_reconstruction_loss, split_to_evaluate
 from formerkit.tasks.har import HARDataConfig, build_har_model
 
 
@@ -41,16 +41,9 @@ class HARMAETaskConfig(ConfigBase):
 def evaluate_reconstruction(model: nn.Module, split: HARSplit, *, batch_size: int = 512,
                             seed: int = 0) -> dict[str, float]:
     """Mean masked-step MSE over ``split`` under masks drawn from ``seed``."""
-    model.eval()
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
     n_spans = split.x.shape[1] // model.config.span
-    loss_sum = 0.0
-    for start in range(0, len(split), batch_size):
-        inputs = torch.from_numpy(split.x[start:start + batch_size]).to(device)
-        noise = torch.rand(len(inputs), n_spans, generator=generator).to(device)
-        loss_sum += model(inputs, noise=noise).loss.item() * len(inputs)
-    return {"loss": loss_sum / max(len(split), 1)}
+    return masked_reconstruction_loss(model, split.x, input_name="inputs", n_units=n_spans,
+                                      batch_size=batch_size, seed=seed)
 
 
 class _Signals(HARWindows):

@@ -26,7 +26,11 @@ from formerkit.data.images import DATASETS, ImageDataset, ImageItems, ImageSplit
 from formerkit.metrics import accuracy, confusion_matrix, macro_f1
 from formerkit.models.registry import create_model
 from formerkit.tasks.base import Task, TaskSetup, register_task
-from formerkit.tasks.common import model_directory, split_to_evaluate
+from formerkit.tasks.common import (
+    masked_reconstruction_loss,
+    model_directory,
+    split_to_evaluate,
+)
 from formerkit.tasks.har import CONFUSION_FILE, write_confusion
 
 
@@ -165,16 +169,9 @@ class ImageClassificationTask(Task):
 def evaluate_reconstruction(model: nn.Module, split: ImageSplit, *, batch_size: int = 512,
                             seed: int = 0) -> dict[str, float]:
     """MAE's mean loss over ``split`` under masks drawn from ``seed`` (the same every time)."""
-    model.eval()
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
     n_patches = (model.config.image_size // model.config.patch_size) ** 2
-    loss_sum = 0.0
-    for start in range(0, len(split), batch_size):
-        pixels = torch.from_numpy(split.x[start:start + batch_size]).to(device)
-        noise = torch.rand(len(pixels), n_patches, generator=generator).to(device)
-        loss_sum += model(pixel_values=pixels, noise=noise).loss.item() * len(pixels)
-    return {"loss": loss_sum / max(len(split), 1)}
+    return masked_reconstruction_loss(model, split.x, input_name="pixel_values",
+                                      n_units=n_patches, batch_size=batch_size, seed=seed)
 
 
 class _Pixels(ImageItems):
