@@ -82,6 +82,12 @@ class ImageMAETaskConfig(ConfigBase):
         check_positive(self, "eval_batch_size")
 
 
+def load_image_data(data: ImageDataConfig) -> ImageDataset:
+    """The train / validation / test images a recipe's ``data`` section names."""
+    return load_digits(val_fraction=data.val_fraction, test_fraction=data.test_fraction,
+                       split_seed=data.split_seed)
+
+
 def build_image_model(model: dict[str, Any], dataset: ImageDataset,
                       init_from: str | None = None) -> nn.Module:
     """The recipe's model with the data's image size, channels and classes; with
@@ -138,8 +144,7 @@ class ImageClassificationTask(Task):
 
     def setup(self, model: dict[str, Any], data: ImageDataConfig, task: ImageTaskConfig, *,
               seed: int) -> TaskSetup:
-        dataset = load_digits(val_fraction=data.val_fraction,
-                              test_fraction=data.test_fraction, split_seed=data.split_seed)
+        dataset = load_image_data(data)
         network = build_image_model({"num_labels": len(dataset.class_names), **model},
                                     dataset, task.init_from)
         splits = {"val": dataset.val, "test": dataset.test}
@@ -190,8 +195,7 @@ class ImageMAETask(Task):
 
     def setup(self, model: dict[str, Any], data: ImageDataConfig, task: ImageMAETaskConfig, *,
               seed: int) -> TaskSetup:
-        dataset = load_digits(val_fraction=data.val_fraction,
-                              test_fraction=data.test_fraction, split_seed=data.split_seed)
+        dataset = load_image_data(data)
         network = build_image_model({"name": "vit-mae", **model}, dataset)
         if "noise" not in inspect.signature(network.forward).parameters:
             raise ValueError(f"task image-mae pre-trains a masked autoencoder (model.name: "

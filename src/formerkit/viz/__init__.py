@@ -109,6 +109,15 @@ def _int_list(text: str | None) -> list[int] | None:
         raise ValueError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _chosen_indices(name: str, chosen: Sequence[int] | None, limit: int) -> list[int]:
+    """The layers or heads a plot draws: ``chosen`` (default all of ``range(limit)``), each
+    checked to be an index below ``limit``."""
+    chosen = list(range(limit)) if chosen is None else list(chosen)
+    if not chosen or any(not 0 <= i < limit for i in chosen):
+        raise ValueError(f"{name} must be indices in [0, {limit}), got {chosen}")
+    return chosen
+
+
 def display_token(token: str) -> str:
     """A readable axis label for a tokenizer piece: byte-level BPE's ``Ġ`` (space) and ``Ċ``
     (newline) and raw whitespace become visible symbols."""

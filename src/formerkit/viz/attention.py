@@ -11,6 +11,7 @@ import torch
 
 from formerkit.viz import (
     _add_run_output_argument,
+    _chosen_indices,
     _int_list,
     _tokens,
     display_token,
@@ -20,6 +21,7 @@ from formerkit.viz import (
     register_plot,
     save_figure,
 )
+from formerkit.viz.image_attention import plot_attention_for_image, reads_images
 
 
 def plot_attention(
@@ -63,12 +65,8 @@ def plot_attention(
     if (n_queries, n_keys) != (len(query_tokens), len(key_tokens)):
         raise ValueError(f"attention maps are {n_queries}x{n_keys} but got "
                          f"{len(query_tokens)} query and {len(key_tokens)} key tokens")
-    layers = list(range(len(maps))) if layers is None else list(layers)
-    heads = list(range(n_heads)) if heads is None else list(heads)
-    for name, chosen, limit in (("layers", layers, len(maps)), ("heads", heads, n_heads)):
-        bad = [i for i in chosen if not 0 <= i < limit]
-        if bad or not chosen:
-            raise ValueError(f"{name} must be indices in [0, {limit}), got {chosen}")
+    layers = _chosen_indices("layers", layers, len(maps))
+    heads = _chosen_indices("heads", heads, n_heads)
     panel = min(6.0, max(1.8, 0.16 * max(n_queries, n_keys) + 0.6))
     fig, axes = new_figure(len(layers), len(heads), squeeze=False, sharex=True, sharey=True,
                            figsize=(panel * len(heads) + 1.2, panel * len(layers) + 0.6),
@@ -165,7 +163,7 @@ def plot_attention_for_text(model, text: str, *, target: str | None = None,
     """
     if isinstance(model, (str, Path)):
         model = load_model(model)
-    if hasattr(model.config, "patch_size") and hasattr(model.config, "image_size"):
+    if reads_images(model):
         raise ValueError(f"{type(model).__name__} reads images, not text; pass --image "
                          "(plot_attention_for_image)")
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
@@ -230,8 +228,6 @@ def _attention_arguments(parser: argparse.ArgumentParser) -> None:
 def _attention_command(args: argparse.Namespace) -> Path:
     layers, heads = _int_list(args.layers), _int_list(args.heads)
     if args.image is not None:
-        from formerkit.viz.image_attention import plot_attention_for_image
-
         if args.target is not None or args.type is not None:
             raise ValueError("--target and --type are for text; an image has one [CLS] "
                              "self-attention map per layer")

@@ -10,9 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from formerkit.viz import load_model, new_figure
+from formerkit.viz import _chosen_indices, load_model, new_figure
 
 SPLITS = ("train", "val", "test")
+
+
+def reads_images(model) -> bool:
+    """Whether ``model`` is a Vision Transformer (its config has an image and a patch size)."""
+    config = getattr(model, "config", None)
+    return hasattr(config, "image_size") and hasattr(config, "patch_size")
 
 
 def cls_attention_grid(attentions: Sequence[torch.Tensor], grid: tuple[int, int],
@@ -96,12 +102,8 @@ def plot_image_attention(attentions: Sequence[torch.Tensor], image: torch.Tensor
     grid = (height // patch_size, width // patch_size)
     maps = cls_attention_grid(attentions, grid)  # (L, H, gh, gw)
     n_layers, n_heads = maps.shape[:2]
-    layers = list(range(n_layers)) if layers is None else list(layers)
-    heads = list(range(n_heads)) if heads is None else list(heads)
-    for name, chosen, limit in (("layers", layers, n_layers), ("heads", heads, n_heads)):
-        bad = [i for i in chosen if not 0 <= i < limit]
-        if bad or not chosen:
-            raise ValueError(f"{name} must be indices in [0, {limit}), got {chosen}")
+    layers = _chosen_indices("layers", layers, n_layers)
+    heads = _chosen_indices("heads", heads, n_heads)
     pixels, image_cmap = _display(image)
     extent = (-0.5, width - 0.5, height - 0.5, -0.5)  # the patch grid over the pixel grid
     n_cols = max(len(heads), 2 if rollout else 1)
@@ -198,8 +200,7 @@ def image_input(model, source: str | Path, run_dir: str | Path | None = None
 
 def _dataset_image(run_dir: str | Path | None, split: str, index: int
                    ) -> tuple[torch.Tensor, str, list[str]]:
-    from formerkit.data.images import load_digits
-    from formerkit.tasks.image_classification import ImageDataConfig
+    from formerkit.tasks.image_classification import ImageDataConfig, load_image_data
     from formerkit.train.recipe import load_run_recipe
 
     run = _run_directory(run_dir)
@@ -211,8 +212,7 @@ def _dataset_image(run_dir: str | Path | None, split: str, index: int
     if not isinstance(data, ImageDataConfig):
         raise ValueError(f"run {run} trained task {recipe.task_name!r}, not on an image "
                          "dataset; give an image file")
-    dataset = load_digits(val_fraction=data.val_fraction, test_fraction=data.test_fraction,
-                          split_seed=data.split_seed)
+    dataset = load_image_data(data)
     images = getattr(dataset, split)
     if not -len(images) <= index < len(images):
         raise ValueError(f"image index {index} is out of range: the {split} split has "
@@ -251,7 +251,7 @@ def plot_attention_for_image(model, image: str | Path | torch.Tensor, *,
     if run_dir is not None:
         model = load_model(run_dir)
     config = model.config
-    if not hasattr(config, "patch_size") or not hasattr(config, "image_size"):
+    if not reads_images(model):
         raise ValueError(f"{type(model).__name__} does not read images; pass --text instead")
     if hasattr(model, "decoder") and hasattr(model, "unpatchify"):
         raise ValueError(f"{type(model).__name__} removes a random share of the patches; plot "
