@@ -193,6 +193,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from formerkit.train.averaging import average_run
+
+    run, _ = resolve_dir(args.dir)
+    if run is None:
+        raise ValueError(f"{args.dir} is not a run directory (with recipe.yaml): averaging "
+                         "reads the run's checkpoint/ folder")
+    checkpoints = average_run(run, Path(args.output), last=args.last)
+    print(f"averaged {', '.join(p.name for p in checkpoints)} of {run}; evaluate it with: "
+          f"formerkit evaluate {args.output}", file=sys.stderr)
+    print(args.output)
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     task, model_dir = task_for(args.dir, "generate", trust_imports=args.trust_imports)
     names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_beams",
@@ -220,8 +234,9 @@ def _score_files(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--{name} file {getattr(args, name)} does not exist")
     task, model_dir = task_for(args.dir, "score_file")
     options = {"device": args.device} if args.device != "auto" else {}
-    if args.num_beams is not None:
-        options["num_beams"] = args.num_beams
+    for name in ("num_beams", "length_penalty"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     print(json.dumps(task.score_file(model_dir, Path(args.input), Path(args.reference),
                                      **options), indent=2))
     return 0
@@ -438,10 +453,25 @@ def build_parser(with_plots: bool = True, command: str | None = None) -> argpars
                    "prints sacreBLEU scores and signatures")
     p.add_argument("--num-beams", type=int, default=None,
                    help="translation: beam size (default: the saved generation config)")
+    p.add_argument("--length-penalty", type=float, default=None,
+                   help="translation: beam length penalty (default: generation config)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="where to run (auto: CUDA when available, else CPU)")
     _add_trust_imports(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = add("average", help="average a run's last checkpoints into a new run",
+            description="Write a new run directory OUTPUT whose model is the element-wise "
+            "mean of the weights of DIR's last checkpoints (checkpoint averaging); DIR is "
+            "left as it is. Evaluate, predict or export OUTPUT like any run.",
+            epilog="example:\n  formerkit average runs/transformer-multi30k --last 5 "
+            "-o runs/transformer-multi30k-avg5")
+    p.add_argument("dir", metavar="DIR", help="run directory")
+    p.add_argument("--last", type=int, default=5,
+                   help="how many of the newest checkpoints to average (needs "
+                   "trainer.keep_checkpoints >= it)")
+    p.add_argument("--output", "-o", required=True, help="new run directory to write")
+    p.set_defaults(func=cmd_average)
 
     p = add("generate", help="generate text from a trained model",
             description="Generate from a run or model directory with its task (GPT: continue "

@@ -100,8 +100,19 @@ def _translate_and_score_files(run, capsys=None):
     assert cli.main(["predict", str(run), "-i", str(sources), "-o", str(out),
                      "--num-beams", "2"]) == 0
     assert out.read_text().splitlines() == lines
-    assert cli.main(["evaluate", str(run), "--input", str(sources), "--reference",
-                     str(run / "test.ref")]) == 0
+    seen = {}
+    score_file = type(task).score_file
+
+    def spy(self, *args, **options):
+        seen.update(options)
+        return score_file(self, *args, **options)
+
+    with pytest.MonkeyPatch.context() as patch:  # the decoding options reach the task
+        patch.setattr(type(task), "score_file", spy)
+        assert cli.main(["evaluate", str(run), "--input", str(sources), "--reference",
+                         str(run / "test.ref"), "--num-beams", "2",
+                         "--length-penalty", "0.6"]) == 0
+    assert seen == {"num_beams": 2, "length_penalty": 0.6}
     (run / "empty.src").write_text("")
     with pytest.raises(ValueError, match="empty.src is empty"):
         task.predict(run / "model", run / "empty.src")
