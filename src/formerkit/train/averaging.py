@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from formerkit.models.base import read_weights, save_state_dict, weights_file
-from formerkit.train.checkpoint import WEIGHTS, list_checkpoints, verify_checkpoint
+from formerkit.train.checkpoint import WEIGHTS, fsync_dir, list_checkpoints, verify_checkpoint
 
 __all__ = ["average_run", "average_weights"]
 
@@ -106,4 +106,5 @@ def average_run(run: Path, output: Path, *, last: int = 5) -> list[Path]:
     if output.exists():
         output.rmdir()
     tmp.rename(output)
+    fsync_dir(output.parent)
     return checkpoints
