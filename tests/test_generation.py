@@ -152,6 +152,57 @@ def test_beam_sampling_matches_hf_with_the_same_global_seed(pair):
     assert torch.equal(fk_generate(model, ids, mask, **kwargs), expected)
 
 
+@pytest.fixture(scope="module")
+def wide_pair(tmp_path_factory):
+    """A pair whose beams * vocabulary candidates (4 * 2,048) take the chunked top-k."""
+    torch.manual_seed(1)
+    config = transformers.GPT2Config(
+        vocab_size=2048, n_positions=CONTEXT, n_embd=24, n_head=2, n_layer=1, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, initializer_range=0.3)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    path = tmp_path_factory.mktemp("gpt2-wide")
+    hf.save_pretrained(path)
+    return hf, GPTForCausalLM.from_pretrained(path)
+
+
+@pytest.mark.parametrize("beams,length_penalty,early_stopping", [
+    (4, 1.0, False), (3, 0.6, True), (4, 2.0, "never")])
+def test_beam_search_over_a_wide_vocabulary_matches_hf(wide_pair, beams, length_penalty,
+                                                       early_stopping):
+    """Covers the chunked top-k over beams * vocabulary candidates and both beam steps: the
+    common one where none of the best candidates stops, and the one where some end with eos."""
+    hf, model = wide_pair
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(3, 2048, (3, 6), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    eos = frequent_token(hf_generate(hf, ids, mask), ids.shape[1])
+    for eos_token_id in (None, eos, [eos, 5]):
+        kwargs = dict(num_beams=beams, length_penalty=length_penalty,
+                      early_stopping=early_stopping, eos_token_id=eos_token_id,
+                      max_new_tokens=16)
+        expected = hf_generate(hf, ids, mask, **kwargs)
+        assert torch.equal(fk_generate(model, ids, mask, **kwargs), expected), kwargs
+
+
+def test_top_candidates_equal_torch_topk():
+    from formerkit.generation import _top_candidates
+
+    gen = torch.Generator().manual_seed(0)
+    for batch, n, k in ((1, 32000, 8), (3, 8192, 12), (2, 4096, 8), (2, 1000, 6)):
+        scores = torch.randn(batch, n, generator=gen).log_softmax(-1)
+        scores[0, ::3] = float("-inf")  # masked candidates (bad words, min length)
+        scores[-1, 17] = 5.0  # one far-ahead candidate: its chunk has the only large score
+        values, ids = _top_candidates(scores, k)
+        expected = torch.topk(scores, k)
+        assert torch.equal(values, expected.values) and torch.equal(ids, expected.indices)
+    scores = torch.full((1, 4096), float("-inf"))
+    scores[0, 4000] = 0.0
+    values, ids = _top_candidates(scores, 8)  # fewer finite scores than k
+    assert int(ids[0, 0]) == 4000 and torch.equal(values, torch.topk(scores, 8).values)
+
+
 def test_sampling_reproducible_with_seed_or_generator(pair):
     _, model = pair
     ids, mask = prompts(8)
@@ -239,6 +290,19 @@ def test_decoding_state_reorders_rows():
     assert state.cache[0].k.flatten().tolist() == [2.0, 2.0, 0.0]
     assert state.attention_mask.flatten().tolist() == [1, 1, 1]
     assert state.extras["memory"].tolist() == [2, 2, 0] and state.extras["step"] == 4
+
+
+def test_decoding_state_leaves_rows_in_place_for_the_identity():
+    from formerkit.nn import KVCache
+
+    cache = KVCache(1)
+    cache[0].append(torch.arange(3.0).view(3, 1, 1, 1), torch.arange(3.0).view(3, 1, 1, 1))
+    mask, keys = torch.ones(3, 1), cache[0].k
+    state = DecodingState(cache, mask)
+    state.reorder(torch.arange(3))
+    assert state.attention_mask is mask and state.cache[0].k is keys  # nothing copied
+    state.reorder(torch.tensor([0, 2, 1]))
+    assert state.cache[0].k.flatten().tolist() == [0.0, 2.0, 1.0]
 
 
 def test_beam_reorder_leaves_per_input_state_and_cross_attention_in_place():

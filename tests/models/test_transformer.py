@@ -189,6 +189,30 @@ def test_attentions_are_returned():
     torch.testing.assert_close(out.cross_attentions[0].sum(-1), torch.ones(2, 4, 4))
 
 
+def test_gathered_target_step_equals_the_modules_bit_for_bit():
+    """TargetStep (embedding, DecodingPlan, output layer and final_logits_bias gathered once)
+    gives exactly the logits of the modules' decode() at every position."""
+    torch.manual_seed(2)
+    model = TransformerForSeq2Seq(TransformerConfig(
+        vocab_size=40, d_model=32, n_heads=4, n_encoder_layers=1, n_decoder_layers=2, d_ff=48,
+        dropout=0.0, max_seq_len=32, final_logits_bias=True, scale_embedding=True,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)).eval()
+    with torch.no_grad():
+        model.final_logits_bias.normal_()
+    src, tokens = torch.randint(3, 40, (3, 6)), torch.randint(3, 40, (3, 5))
+    mask = torch.ones_like(src)
+    mask[2, 4:] = 0
+    with torch.no_grad():
+        start, stepped = model.start_decoding(src, mask, expand=1, max_new_tokens=6)
+        _, by_modules = model.start_decoding(src, mask, expand=1, max_new_tokens=6)
+        by_modules.extras["step"] = None
+        inputs = torch.cat([start, tokens], 1)
+        for t in range(inputs.shape[1]):
+            column = inputs[:, t:t + 1]
+            assert torch.equal(model.decoding_logits(stepped, column),
+                               model.decoding_logits(by_modules, column)), t
+
+
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_generation_takes_the_gathered_decoder_step_with_the_same_tokens(norm_first, num_beams):
@@ -202,11 +226,11 @@ def test_generation_takes_the_gathered_decoder_step_with_the_same_tokens(norm_fi
     mask = torch.ones_like(src)
     mask[1, 5:] = 0
     _, state = model.start_decoding(src, mask, expand=1, max_new_tokens=6)
-    assert state.extras["plan"] is not None
+    assert state.extras["step"] is not None
     with torch.no_grad():
         planned = model.generate(src, mask, max_new_tokens=12, num_beams=num_beams)
         model.model.decoder.layers[0].register_forward_hook(lambda *args: None)
         _, state = model.start_decoding(src, mask, expand=1, max_new_tokens=6)
-        assert state.extras["plan"] is None
+        assert state.extras["step"] is None
         by_modules = model.generate(src, mask, max_new_tokens=12, num_beams=num_beams)
     assert torch.equal(planned, by_modules)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ from formerkit.nn import (
     check_length,
     make_attention_mask,
 )
+from formerkit.nn.attention import _plain
 from formerkit.nn.decoding import DecodingPlan
 from formerkit.nn.position import LAYOUTS
 
@@ -333,32 +334,66 @@ class TransformerForSeq2Seq(PreTrainedModel, GenerationMixin):
         memory_mask = make_attention_mask(attention_mask, query_len=1)  # (N, 1, 1, S) or None
         # The gathered step needs a visible source position per row (an all-padding source
         # would give NaN where the modules give zeros); LoRA, hooks, the math backend: None.
-        plan = DecodingPlan.build(self.model.decoder)
-        if plan is not None and memory_mask is not None and not bool(memory_mask.any(-1).all()):
-            plan = None
+        step = TargetStep.build(self)
+        if step is not None and memory_mask is not None and not bool(memory_mask.any(-1).all()):
+            step = None
         state = DecodingState(cache=cache, attention_mask=None,
                               extras={"memory": memory, "source_mask": attention_mask,
-                                      "memory_mask": memory_mask, "plan": plan},
+                                      "memory_mask": memory_mask, "step": step},
                               per_input=("memory", "source_mask", "memory_mask"))
         return sequences, state
 
     def decoding_logits(self, state: DecodingState, new_tokens: torch.Tensor) -> torch.Tensor:
         """Feed ``new_tokens`` (N, t), reuse the caches, return the last position's logits."""
-        plan, offset = state.extras.get("plan"), state.cache.length
-        if plan is not None and offset and new_tokens.shape[1] == 1 and not self.training:
+        step, offset = state.extras.get("step"), state.cache.length
+        if step is not None and offset and new_tokens.shape[1] == 1 and not self.training:
             # One token per row after the first: the gathered step, bit-identical to decode().
             check_length(offset + 1, self.config.max_seq_len)
-            model = self.model
-            x = F.embedding(new_tokens[:, 0], model.tgt_embed.weight) * model.embed_scale \
-                + model.positions.table[offset]  # (N, D)
-            hidden = plan.step(x, state.cache, memory_mask=state.extras["memory_mask"])
-            return self.logits(hidden).float()  # (N, V)
+            return step.logits(new_tokens[:, 0], offset, state.cache,
+                               state.extras["memory_mask"])  # (N, V)
         memory = state.extras.get("memory")
         hidden, _, _ = self.model.decode(new_tokens, memory, state.extras["source_mask"],
                                          cache=state.cache)
         # The cross-attention keys/values are cached now; the encoder output is not needed.
         state.extras["memory"] = None
         return self.logits(hidden[:, -1]).float()  # (N, V)
+
+
+class TargetStep(NamedTuple):
+    """The seq2seq decoder's one-token step with its tensors gathered once per decoding run:
+    the target embedding, the decoder's ``DecodingPlan`` and the output layer (module
+    attribute lookups cost about a microsecond each, as much as a small operation)."""
+
+    plan: DecodingPlan
+    embed_weight: torch.Tensor
+    embed_scale: float
+    position_table: torch.Tensor
+    head_weight: torch.Tensor
+    head_bias: torch.Tensor | None
+    final_logits_bias: torch.Tensor | None
+
+    @classmethod
+    def build(cls, model: TransformerForSeq2Seq) -> TargetStep | None:
+        """``None`` where some part must run as a module (see ``DecodingPlan.build``)."""
+        plan = DecodingPlan.build(model.model.decoder)
+        head = model.lm_head
+        if plan is None or not _plain(head, nn.Linear):
+            return None
+        inner = model.model
+        return cls(plan, inner.tgt_embed.weight, inner.embed_scale, inner.positions.table,
+                   head.weight, head.bias, model.final_logits_bias)
+
+    def logits(self, tokens: torch.Tensor, position: int, cache: KVCache,
+               memory_mask: torch.Tensor | None) -> torch.Tensor:
+        """Equals ``logits(decode(tokens[:, None], ...))`` at cache position ``position`` bit
+        for bit: (N,) ids -> float (N, V)."""
+        x = F.embedding(tokens, self.embed_weight) * self.embed_scale \
+            + self.position_table[position]  # (N, D)
+        hidden = self.plan.step(x, cache, memory_mask=memory_mask)
+        logits = F.linear(hidden, self.head_weight, self.head_bias)
+        if self.final_logits_bias is not None:
+            logits = logits + self.final_logits_bias
+        return logits.float()
 
 
 register_model("transformer", config_class=TransformerConfig, presets=PRESETS,
