@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
 import transformers
@@ -24,6 +23,7 @@ from harness import (
     TABLE_HEADER,
     generate_tokens_per_s,
     interleave,
+    linear_layers_tokens_per_s,
     optimizer,
     row,
     train_tokens_per_s,
@@ -54,22 +54,6 @@ def hf_generate(hf, prompt):
 
 def ours_generate(model, prompt):
     return model.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=[])
-
-
-def linears_only_tokens_per_s(model: GPTForCausalLM, steps: int = NEW_TOKENS) -> float:
-    """Tokens per CPU second of the weight matrices alone (one (1, D) row through every linear
-    layer per token): the fp32 weight-streaming bound that batch-1 decoding cannot beat."""
-    layers = list(model.transformer.encoder.layers)
-    x = torch.randn(1, CONFIG["n_embd"])
-    with torch.inference_mode():
-        cpu = time.process_time()
-        for _ in range(steps):
-            for layer in layers:
-                layer.self_attn.qkv_proj(x)
-                layer.self_attn.out_proj(x)
-                layer.ff.fc2(layer.ff.fc1(x))
-            model.lm_head(x)
-        return steps / (time.process_time() - cpu)
 
 
 def main() -> None:
@@ -107,7 +91,7 @@ def main() -> None:
     print(TABLE_HEADER)
     print(row(f"training, batch {BATCH} x {CONTEXT}", train, 1.1))
     print(row(f"greedy generation, {PROMPT}-token prompt, {NEW_TOKENS} new", generate, 2.5))
-    bound = statistics.median(linears_only_tokens_per_s(ours) for _ in range(3))
+    bound = statistics.median(linear_layers_tokens_per_s(ours, NEW_TOKENS) for _ in range(3))
     hf_cpu = statistics.median(v[1] for v in generate["hf"])
     print(f"\nWeight-streaming bound (the linear layers alone, batch 1): {bound:,.0f} tokens per "
           f"CPU second = {bound / hf_cpu:.2f}x HF's generation.")

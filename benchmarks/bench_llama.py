@@ -16,6 +16,7 @@ without embeddings, against ``--peak-tflops``).
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 
 import torch
@@ -24,6 +25,7 @@ from harness import (
     TABLE_HEADER,
     generate_tokens_per_s,
     interleave,
+    linear_layers_tokens_per_s,
     optimizer,
     row,
     train_tokens_per_s,
@@ -98,8 +100,12 @@ def main() -> None:
     print(TABLE_HEADER)
     print(row(f"training, batch {args.batch} x {args.context}", train, 1.1))
     print(row(f"greedy generation, {PROMPT}-token prompt, {new} new", generate, 2.0))
+    if args.device == "cpu":
+        bound = statistics.median(linear_layers_tokens_per_s(ours, 16) for _ in range(3))
+        hf_cpu = statistics.median(v[1] for v in generate["hf"])
+        print(f"\nWeight-streaming bound (the linear layers alone, batch 1): {bound:,.1f} tokens "
+              f"per CPU second = {bound / hf_cpu:.2f}x HF's generation.")
     if args.peak_tflops:
-        import statistics
 
         params = sum(p.numel() for n, p in ours.named_parameters() if "embed" not in n)
         peak = args.peak_tflops * 1e12

@@ -42,6 +42,20 @@ def generate_tokens_per_s(fn: Callable, model, prompt, *, start_len: int | None 
     return (tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu)), out
 
 
+def linear_layers_tokens_per_s(model: torch.nn.Module, steps: int) -> float:
+    """Tokens per CPU second of the model's ``nn.Linear`` layers alone, one (1, in) row through
+    each per token (the LM head included): the fp32 weight-streaming bound that batch-1
+    decoding cannot beat, since every new token reads every weight matrix once."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    rows = {m.in_features: torch.randn(1, m.in_features) for m in linears}
+    with torch.inference_mode():
+        cpu = time.process_time()
+        for _ in range(steps):
+            for linear in linears:
+                linear(rows[linear.in_features])
+        return steps / (time.process_time() - cpu)
+
+
 def interleave(models: dict, opts: dict, fns: dict, batches, prompt, rounds: int,
                gen_runs: int = 1) -> tuple[dict[str, list[Timing]], dict[str, list[Timing]]]:
     """Alternate the libraries' order each round; returns (train, generate) timings by name."""
