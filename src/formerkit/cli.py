@@ -153,6 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from formerkit.models.base import load_state_dict_into, load_weights
+    from formerkit.tasks.common import EmptySplitError
     from formerkit.train.distributed import resolve_device
     from formerkit.train.progress import evaluation_bar
     from formerkit.train.recipe import load_run_recipe
@@ -172,6 +173,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     splits = args.split or list(DEFAULT_SPLITS)
     metrics: dict[str, float] = {}
     missing: dict[str, str] = {}
+    why: dict[str, str] = {}  # the setting that emptied a split
     with torch.no_grad():
         for split in splits:
             try:
@@ -179,6 +181,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     values = setup.evaluate(model, split)
             except KeyError as err:  # tasks keep their splits in a dict
                 values, missing[split] = None, _message(err)
+            except EmptySplitError as err:
+                values, missing[split] = None, _message(err)
+                why[split] = f" ({err.setting})"
             if not values:
                 missing.setdefault(split, "the task returned no metrics")
                 continue
@@ -187,7 +192,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{run} has no {', '.join(missing)} split to evaluate "
                          f"({'; '.join(f'{k}: {v}' for k, v in missing.items())})")
     for split in missing:
-        print(f"formerkit: note: {run} has no {split} split; evaluated "
+        print(f"formerkit: note: {run} has no {split} split{why.get(split, '')}; evaluated "
               f"{', '.join(s for s in splits if s not in missing)} only", file=sys.stderr)
     print(json.dumps(metrics, indent=2))
     return 0

@@ -94,3 +94,19 @@ def test_mae_pretraining_then_fine_tuning_from_its_encoder(tmp_path):
         formerkit.create_model("cnn").save_pretrained(cnn)
         get_task("image-classification").setup({"name": "vit"}, ImageDataConfig(),
                                                 ImageTaskConfig(init_from=str(cnn)), seed=0)
+
+
+def test_evaluate_notes_an_empty_validation_split_and_scores_the_others(tmp_path, capsys):
+    from formerkit import cli
+
+    run = tmp_path / "run"
+    formerkit.train("cnn-digits", output_dir=run,
+                    overrides=["trainer.max_steps=2", "trainer.eval_every=0",
+                               "trainer.progress=false", "data.val_fraction=0"])
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert set(json.loads(captured.out)) >= {"test_accuracy", "test_loss"}
+    assert "no val split" in captured.err and "data.val_fraction=0" in captured.err
+    assert cli.main(["evaluate", str(run), "--split", "val"]) == 2  # asked for: an error
+    assert "there is no validation split (data.val_fraction=0)" in capsys.readouterr().err

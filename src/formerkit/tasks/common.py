@@ -18,6 +18,15 @@ LORA_KEYS = ("rank", "alpha", "targets", "dropout", "modules_to_save")
 _SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 
+class EmptySplitError(ValueError):
+    """A split the data settings left empty (``formerkit evaluate`` notes it and goes on);
+    ``setting`` names the setting (``"data.val_fraction=0"``)."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 def split_to_evaluate(splits: dict[str, Sized], split: str, emptied_by: str) -> Sized:
     """``splits[split]`` for a task's ``evaluate(module, split)``.
 
@@ -28,13 +37,15 @@ def split_to_evaluate(splits: dict[str, Sized], split: str, emptied_by: str) -> 
 
     Raises:
         KeyError: ``split`` is not one of ``splits``.
-        ValueError: the split is empty: it names the setting and how to train without it.
+        EmptySplitError: the split is empty (a ``ValueError`` naming the setting and how to
+            train without it).
     """
     if split not in splits:
         raise KeyError(f"split must be one of {sorted(splits)}, got {split!r}")
     if len(splits[split]) == 0:
-        raise ValueError(f"there is no {_SPLIT_NAMES.get(split, split)} split ({emptied_by}); "
-                         "set trainer.eval_every=0 to train without evaluating")
+        raise EmptySplitError(f"there is no {_SPLIT_NAMES.get(split, split)} split "
+                              f"({emptied_by}); set trainer.eval_every=0 to train without "
+                              "evaluating", emptied_by)
     return splits[split]
 
 
