@@ -103,3 +103,20 @@ def test_average_weights_keeps_dtypes_and_checks_the_checkpoints(tmp_path):
         average_weights([one, two])
     with pytest.raises(ValueError, match="no checkpoints"):
         average_weights([])
+
+
+def test_average_run_refuses_checkpoints_that_do_not_match_the_saved_model(tmp_path):
+    run = _trained_run(tmp_path)
+    weights = run / "model" / "model.safetensors"
+    state = load_file(str(weights))
+    renamed = dict(state)
+    renamed["extra.weight"] = renamed.pop("head.weight")
+    save_file(renamed, str(weights))
+    with pytest.raises(ValueError, match="do not hold the tensors of .*'extra.weight'"):
+        average_run(run, tmp_path / "avg", last=2)
+    reshaped = dict(state)
+    reshaped["head.weight"] = torch.zeros(1, *state["head.weight"].shape)
+    save_file(reshaped, str(weights))
+    with pytest.raises(ValueError, match="tensor 'head.weight' is .* in the checkpoints"):
+        average_run(run, tmp_path / "avg", last=2)
+    assert not (tmp_path / "avg").exists()

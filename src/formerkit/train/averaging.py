@@ -18,7 +18,12 @@ from pathlib import Path
 
 import torch
 
-from formerkit.models.base import read_weights, save_state_dict, weights_file
+from formerkit.models.base import (
+    read_weights,
+    read_weights_header,
+    save_state_dict,
+    weights_file,
+)
 from formerkit.train.checkpoint import WEIGHTS, fsync_dir, list_checkpoints, verify_checkpoint
 
 __all__ = ["average_run", "average_weights"]
@@ -89,11 +94,15 @@ def average_run(run: Path, output: Path, *, last: int = 5) -> list[Path]:
     checkpoints = found[-last:]
     averaged = average_weights(checkpoints)
     model_weights = weights_file(model_dir)
-    saved = read_weights(model_weights)
+    saved = read_weights_header(model_weights)  # names and shapes, not the weights
     if set(saved) != set(averaged):
         extra = sorted(set(saved) ^ set(averaged))[0]
         raise ValueError(f"the checkpoints of {run} do not hold the tensors of {model_weights} "
                          f"(e.g. {extra!r})")
+    for name, meta in saved.items():
+        if meta.shape != averaged[name].shape:
+            raise ValueError(f"tensor {name!r} is {tuple(averaged[name].shape)} in the "
+                             f"checkpoints of {run} but {tuple(meta.shape)} in {model_weights}")
     tmp = output.with_name(f".{output.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
