@@ -106,7 +106,6 @@ def main() -> None:
         print(f"\nWeight-streaming bound (the linear layers alone, batch 1): {bound:,.1f} tokens "
               f"per CPU second = {bound / hf_cpu:.2f}x HF's generation.")
     if args.peak_tflops:
-
         params = sum(p.numel() for n, p in ours.named_parameters() if "embed" not in n)
         peak = args.peak_tflops * 1e12
         for label, values, flops in (("training", train, 6), ("generation", generate, 2)):

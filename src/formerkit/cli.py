@@ -179,11 +179,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             try:
                 with evaluation_bar(model, split):
                     values = setup.evaluate(model, split)
-            except KeyError as err:  # tasks keep their splits in a dict
+            except (KeyError, EmptySplitError) as err:  # a split the task lacks, or empty
                 values, missing[split] = None, _message(err)
-            except EmptySplitError as err:
-                values, missing[split] = None, _message(err)
-                why[split] = f" ({err.setting})"
+                if isinstance(err, EmptySplitError):
+                    why[split] = f" ({err.setting})"
             if not values:
                 missing.setdefault(split, "the task returned no metrics")
                 continue

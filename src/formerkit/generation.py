@@ -640,7 +640,7 @@ def _beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
         all_full = any_finished and bool(is_finished.all()) and s.early_stopping is True
         if not bool(improvable.any()) or all_full or (stops is not None and bool(stops.all())):
             break
-        state.reorder((running_index[:, :, cur_len - 1 - prompt_len]).reshape(-1))
+        state.reorder(running_index[:, :, step].reshape(-1))  # this step's source rows
         flat_seqs = running[:, :, :cur_len].reshape(batch * beams, cur_len)
         new_tokens = flat_seqs[:, -1:]  # (B * beams, 1)
     n = s.num_return_sequences
