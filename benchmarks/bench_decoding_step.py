@@ -1,10 +1,12 @@
-"""Does TorchScript still pay for the one-token decoding step? (``formerkit.nn.decoding``)
+"""What the one-token decoding step's two speed-ups pay (``formerkit.nn.decoding``): TorchScript
+for its layer loop, and few-row products over row blocks of each weight (``step_linear``).
 
-For three configurations the step covers (GPT-2: LayerNorm, fused q/k/v, GELU; a Llama: RMSNorm,
-separate q/k/v, grouped-query attention, rotary, SwiGLU; the seq2seq decoder: post-norm with
-cross-attention), greedy batch-1 generation runs with the layer loop compiled by TorchScript
-and as plain Python, interleaved in one process, and the script prints the median milliseconds
-per new token of each and their ratio. Both runners give the same tokens (checked).
+For the configurations the step covers (GPT-2: LayerNorm, fused q/k/v, GELU; a Llama: RMSNorm,
+separate q/k/v, grouped-query attention, rotary, SwiGLU, small and SmolLM-135M-sized; the
+seq2seq decoder: post-norm with cross-attention), greedy batch-1 generation runs three ways,
+interleaved in one process: as shipped (TorchScript, one row block per thread), with one block
+(plain ``F.linear``), and as plain Python. The script prints the median milliseconds per new
+token of each and the ratios. All three give the same tokens (checked).
 
     python benchmarks/bench_decoding_step.py [--rounds 5] [--new-tokens 200] [--threads N]
 """
@@ -26,23 +28,29 @@ CONFIGS = {
     "llama (GQA 6/2, rotary, SwiGLU)": ("llama", dict(vocab_size=256, d_model=384, n_heads=6,
                                                        n_kv_heads=2, n_layers=6, d_ff=1024,
                                                        max_seq_len=256)),
+    "llama (SmolLM-135M shape)": ("llama", dict(vocab_size=49152, d_model=576, n_heads=9,
+                                                 n_kv_heads=3, n_layers=30, d_ff=1536,
+                                                 max_seq_len=2048)),
     "seq2seq decoder (bench_seq2seq.py shape)": (
         "transformer", dict(vocab_size=8000, d_model=256, n_heads=8, n_encoder_layers=3,
                             n_decoder_layers=3, d_ff=512, max_seq_len=256, dropout=0.0)),
 }
 
 
-def generate(model, prompt: torch.Tensor, new_tokens: int, runner) -> tuple[float, torch.Tensor]:
-    """(ms per new token, output) with ``runner`` as the plan's layer loop."""
-    original = decoding.compiled_layers_step
+def generate(model, prompt: torch.Tensor, new_tokens: int, runner, blocks: int
+             ) -> tuple[float, torch.Tensor]:
+    """(ms per new token, output) with ``runner`` as the plan's layer loop and ``blocks`` row
+    blocks per weight."""
+    original, original_blocks = decoding.compiled_layers_step, decoding.step_blocks
     decoding.compiled_layers_step = lambda: runner
+    decoding.step_blocks = lambda: blocks
     try:
         start = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(prompt, max_new_tokens=new_tokens, eos_token_id=[])
         return (time.perf_counter() - start) * 1e3 / new_tokens, out
     finally:
-        decoding.compiled_layers_step = original
+        decoding.compiled_layers_step, decoding.step_blocks = original, original_blocks
 
 
 def main() -> None:
@@ -56,25 +64,29 @@ def main() -> None:
     scripted = decoding.compiled_layers_step()
     if scripted is decoding._layers_step:
         raise SystemExit("TorchScript is unavailable or turned off (FORMERKIT_TORCHSCRIPT=0)")
-    runners = {"torchscript": scripted, "python": decoding._layers_step}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} "
-          f"interleaved rounds, {args.new_tokens} new tokens, batch 1\n")
-    print("| configuration | TorchScript ms/token | Python ms/token | Python / TorchScript | "
-          "same tokens |\n|---|---:|---:|---:|---|")
+    blocks = decoding.step_blocks()
+    variants = {"shipped": (scripted, blocks), "one block": (scripted, 1),
+                "python": (decoding._layers_step, blocks)}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads ({blocks} row blocks), "
+          f"{args.rounds} interleaved rounds, {args.new_tokens} new tokens, batch 1\n")
+    print("| configuration | shipped ms/token | one block ms/token | one block / shipped | "
+          "Python ms/token | Python / shipped | same tokens |\n"
+          "|---|---:|---:|---:|---:|---:|---|")
     for label, (name, fields) in CONFIGS.items():
         torch.manual_seed(0)
         model = formerkit.create_model(name, **fields).eval()
         prompt = torch.randint(3, fields["vocab_size"], (1, 16))
-        outputs = {key: generate(model, prompt, args.new_tokens, run)[1]
-                   for key, run in runners.items()}  # also the warm-up
-        times: dict[str, list[float]] = {key: [] for key in runners}
+        outputs = {key: generate(model, prompt, args.new_tokens, *variant)[1]
+                   for key, variant in variants.items()}  # also the warm-up
+        times: dict[str, list[float]] = {key: [] for key in variants}
         for round_ in range(args.rounds):
-            order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
+            order = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
             for key in order:
-                times[key].append(generate(model, prompt, args.new_tokens, runners[key])[0])
-        ts, py = (statistics.median(times[key]) for key in runners)
-        same = torch.equal(outputs["torchscript"], outputs["python"])
-        print(f"| {label} | {ts:.2f} | {py:.2f} | {py / ts:.2f}x | {same} |", flush=True)
+                times[key].append(generate(model, prompt, args.new_tokens, *variants[key])[0])
+        shipped, one_block, python = (statistics.median(times[key]) for key in variants)
+        same = all(torch.equal(out, outputs["shipped"]) for out in outputs.values())
+        print(f"| {label} | {shipped:.2f} | {one_block:.2f} | {one_block / shipped:.2f}x | "
+              f"{python:.2f} | {python / shipped:.2f}x | {same} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ import torch
 import transformers
 from harness import (
     TABLE_HEADER,
+    bounds_line,
     generate_tokens_per_s,
     interleave,
-    linear_layers_tokens_per_s,
     optimizer,
     row,
     train_tokens_per_s,
@@ -101,10 +101,8 @@ def main() -> None:
     print(row(f"training, batch {args.batch} x {args.context}", train, 1.1))
     print(row(f"greedy generation, {PROMPT}-token prompt, {new} new", generate, 2.0))
     if args.device == "cpu":
-        bound = statistics.median(linear_layers_tokens_per_s(ours, 16) for _ in range(3))
-        hf_cpu = statistics.median(v[1] for v in generate["hf"])
-        print(f"\nWeight-streaming bound (the linear layers alone, batch 1): {bound:,.1f} tokens "
-              f"per CPU second = {bound / hf_cpu:.2f}x HF's generation.")
+        hf_generation = statistics.median(v[0] for v in generate["hf"])
+        print("\n" + bounds_line(ours, 16, hf_generation))
     if args.peak_tflops:
         params = sum(p.numel() for n, p in ours.named_parameters() if "embed" not in n)
         peak = args.peak_tflops * 1e12

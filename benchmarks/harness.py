@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import torch
 
+from formerkit.nn import decoding
+
 Timing = tuple[float, float]  # (per wall-clock second, per CPU second)
 
 
@@ -45,18 +47,45 @@ def generate_tokens_per_s(fn: Callable, model, prompt, *, start_len: int | None 
     return (tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu)), out
 
 
-def linear_layers_tokens_per_s(model: torch.nn.Module, steps: int) -> float:
-    """Tokens per CPU second of the model's ``nn.Linear`` layers alone, one (1, in) row through
-    each per token (the LM head included): the fp32 weight-streaming bound that batch-1
-    decoding cannot beat, since every new token reads every weight matrix once."""
+def linear_layers_tokens_per_s(model: torch.nn.Module, steps: int) -> dict[str, float]:
+    """Tokens per wall-clock second of the model's ``nn.Linear`` layers alone (the LM head
+    included), one (1, in) row through each per token, as batch-1 decoding runs them:
+
+    - ``"F.linear"``: one-row products as transformers runs them (MKL runs them on one thread);
+    - ``"formerkit"``: formerkit's decoding products (``formerkit.nn.decoding.step_linear``,
+      row blocks of each weight over the threads);
+    - ``"memory"``: reading every weight once (a sum over each on all threads), the memory
+      bound that no fp32 batch-1 decoding beats.
+    """
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     rows = {m.in_features: torch.randn(1, m.in_features) for m in linears}
+    blocked = [decoding.gather_module(m, decoding.step_blocks()) for m in linears]
+    runs = {
+        "F.linear": lambda: [linear(rows[linear.in_features]) for linear in linears],
+        "formerkit": lambda: [decoding.step_linear(rows[layer.weight.shape[1]], layer)
+                              for layer in blocked],
+        "memory": lambda: [linear.weight.sum() for linear in linears],
+    }
+    rates = {}
     with torch.inference_mode():
-        cpu = time.process_time()
-        for _ in range(steps):
-            for linear in linears:
-                linear(rows[linear.in_features])
-        return steps / (time.process_time() - cpu)
+        for name, run in runs.items():
+            run()  # warm-up
+            start = time.perf_counter()
+            for _ in range(steps):
+                run()
+            rates[name] = steps / (time.perf_counter() - start)
+    return rates
+
+
+def bounds_line(model: torch.nn.Module, steps: int, hf_generation: float) -> str:
+    """The median of three ``linear_layers_tokens_per_s`` runs, as multiples of HF's measured
+    generation speed (tokens per wall-clock second)."""
+    runs = [linear_layers_tokens_per_s(model, steps) for _ in range(3)]
+    cells = []
+    for name in runs[0]:
+        rate = statistics.median(run[name] for run in runs)
+        cells.append(f"{name} {rate:,.1f} tok/s = {rate / hf_generation:.2f}x HF")
+    return ("Linear layers alone, batch 1 (wall clock): " + "; ".join(cells) + ".")
 
 
 def interleave(models: dict, opts: dict, fns: dict, batches, prompt, rounds: int,

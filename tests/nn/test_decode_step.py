@@ -227,3 +227,70 @@ def test_gpt_gathered_step_equals_the_module_path_bit_for_bit(dtype):
             runs[gathered] = torch.stack(logits), state.cache[1].k[:, :, :9]
     assert torch.equal(runs[True][0], runs[False][0])
     assert torch.equal(runs[True][1], runs[False][1])
+
+
+# ---- few-row products over row blocks of the weight (step_linear) ----------------------------
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("rows", [1, 3, 6])  # 6: past the blocked range, the plain product
+@pytest.mark.parametrize("blocks", [2, 3])
+def test_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias):
+    torch.manual_seed(0)
+    weight = torch.randn(1152, 384)
+    b = torch.randn(1152) if bias else None
+    step = decoding.gather_linear(weight, b, blocks)
+    assert step.blocks is not None and step.blocks.shape == (blocks, 384, 1152 // blocks)
+    assert step.blocks.data_ptr() == weight.data_ptr()  # a view: optimizer steps show
+    x = torch.randn(rows, 384)
+    for run in (decoding.step_linear, torch.jit.script(decoding.step_linear)):
+        assert torch.equal(run(x, step), torch.nn.functional.linear(x, weight, b))
+
+
+def test_blocked_linear_applies_only_where_it_pays():
+    big = torch.randn(1152, 384)
+    assert decoding.gather_linear(big, None, 1).blocks is None  # one thread
+    assert decoding.gather_linear(big, None, 5).blocks is None  # 1152 rows do not split in 5
+    odd = torch.randn(1150, 384)  # blocks of 575 rows: MKL would round them differently
+    assert decoding.gather_linear(odd, None, 2).blocks is None
+    assert decoding.gather_linear(big.bfloat16(), None, 2).blocks is None
+    small = torch.randn(128, 384)  # under BLOCKED_MIN_WEIGHT: a thread wake-up costs more
+    assert decoding.gather_linear(small, None, 2).blocks is None
+
+
+BLOCKED_MODELS = {  # wide enough that most weights take the blocked product
+    "llama": dict(vocab_size=576, d_model=384, n_heads=6, n_kv_heads=2, n_layers=2, d_ff=1024,
+                  max_seq_len=64),
+    "gpt": dict(vocab_size=576, d_model=384, n_heads=6, n_layers=2, d_ff=1024, max_seq_len=64,
+                dropout=0.0),
+    "transformer": dict(vocab_size=576, d_model=384, n_heads=6, n_encoder_layers=1,
+                        n_decoder_layers=2, d_ff=1024, max_seq_len=64, dropout=0.0),
+}
+
+
+@pytest.mark.parametrize("blocks", [2, 3])
+@pytest.mark.parametrize("name", list(BLOCKED_MODELS))
+def test_blocked_step_keeps_the_logits_of_the_module_path_bit_for_bit(name, blocks,
+                                                                      monkeypatch):
+    """Left-padded rows, the LM head included: blocked step logits == module-path logits."""
+    import formerkit
+
+    monkeypatch.setattr(decoding, "step_blocks", lambda: blocks)
+    torch.manual_seed(0)
+    model = formerkit.create_model(name, **BLOCKED_MODELS[name]).eval()
+    prompt = torch.randint(3, 576, (2, 6))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    runs = {}
+    with torch.no_grad():
+        for gathered in (True, False):
+            start, state = model.start_decoding(prompt, mask, expand=1, max_new_tokens=5)
+            step = state.extras["step"]
+            if gathered:
+                assert step.plan.blocks == blocks and step.head.blocks is not None
+                first = step.plan.layers[0]
+                assert first.ff_out.blocks is not None  # the widest weights are blocked
+            else:
+                state.extras["step"] = None
+            logits = [model.decoding_logits(state, start)]
+            for token in ([[3], [7]], [[11], [2]], [[5], [5]], [[9], [4]]):
+                logits.append(model.decoding_logits(state, torch.tensor(token)))
+            runs[gathered] = torch.stack(logits)
+    assert torch.equal(runs[True], runs[False])

@@ -20,8 +20,12 @@ from formerkit.generation import DecodingState
 from formerkit.models.base import ModelOutput
 from formerkit.models.heads import classification_loss
 from formerkit.nn import KVCache, causal_mask, make_attention_mask, padding_mask
-from formerkit.nn.attention import _plain
-from formerkit.nn.decoding import DecodingPlan
+from formerkit.nn.decoding import (
+    DecodingPlan,
+    StepLinear,
+    gather_module,
+    step_linear,
+)
 
 Rotary = tuple[torch.Tensor, torch.Tensor]
 # (tokens (B,), positions (B,) or int) -> (stack input (B, D), rotary (cos, sin) or None)
@@ -100,15 +104,16 @@ class TokenStep(NamedTuple):
 
     plan: DecodingPlan
     embed: StepEmbedder
-    head_weight_t: torch.Tensor  # (D, V) view of the LM head's (V, D) weight
+    head: StepLinear  # the LM head's (V, D) weight
 
     @classmethod
     def build(cls, backbone: DecoderBackbone, head: nn.Module) -> TokenStep | None:
         """``None`` where some part must run as a module (see ``DecodingPlan.build``)."""
         plan = DecodingPlan.build(backbone.encoder)
-        if plan is None or not _plain(head, nn.Linear) or head.bias is not None:
+        head_step = gather_module(head, plan.blocks) if plan is not None else None
+        if head_step is None or head.bias is not None:
             return None
-        return cls(plan, backbone.step_embedder(), head.weight.t())
+        return cls(plan, backbone.step_embedder(), head_step)
 
     def logits(self, tokens: torch.Tensor, positions: torch.Tensor | int, cache: KVCache,
                attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -117,7 +122,7 @@ class TokenStep(NamedTuple):
         x, rotary = self.embed(tokens, positions)
         mask = padding_mask(attention_mask) if attention_mask is not None else None
         hidden = self.plan.step(x, cache, mask, rotary=rotary)
-        return torch.mm(hidden, self.head_weight_t).float()
+        return step_linear(hidden, self.head).float()
 
 
 class CausalLMMixin:

@@ -37,8 +37,7 @@ from formerkit.nn import (
     check_length,
     make_attention_mask,
 )
-from formerkit.nn.attention import _plain
-from formerkit.nn.decoding import DecodingPlan
+from formerkit.nn.decoding import DecodingPlan, StepLinear, gather_module, step_linear
 from formerkit.nn.position import LAYOUTS
 
 
@@ -368,20 +367,19 @@ class TargetStep(NamedTuple):
     embed_weight: torch.Tensor
     embed_scale: float
     position_table: torch.Tensor
-    head_weight: torch.Tensor
-    head_bias: torch.Tensor | None
+    head: StepLinear
     final_logits_bias: torch.Tensor | None
 
     @classmethod
     def build(cls, model: TransformerForSeq2Seq) -> TargetStep | None:
         """``None`` where some part must run as a module (see ``DecodingPlan.build``)."""
         plan = DecodingPlan.build(model.model.decoder)
-        head = model.lm_head
-        if plan is None or not _plain(head, nn.Linear):
+        head = gather_module(model.lm_head, plan.blocks) if plan is not None else None
+        if head is None:
             return None
         inner = model.model
         return cls(plan, inner.tgt_embed.weight, inner.embed_scale, inner.positions.table,
-                   head.weight, head.bias, model.final_logits_bias)
+                   head, model.final_logits_bias)
 
     def logits(self, tokens: torch.Tensor, position: int, cache: KVCache,
                memory_mask: torch.Tensor | None) -> torch.Tensor:
@@ -390,7 +388,7 @@ class TargetStep(NamedTuple):
         x = F.embedding(tokens, self.embed_weight) * self.embed_scale \
             + self.position_table[position]  # (N, D)
         hidden = self.plan.step(x, cache, memory_mask=memory_mask)
-        logits = F.linear(hidden, self.head_weight, self.head_bias)
+        logits = step_linear(hidden, self.head)
         if self.final_logits_bias is not None:
             logits = logits + self.final_logits_bias
         return logits.float()

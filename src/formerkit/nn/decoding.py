@@ -2,18 +2,23 @@
 
 At batch 1, a decoding step of a small model costs more in Python and dispatch than in
 arithmetic. A ``DecodingPlan`` walks the stack's modules once per decoding run and keeps each
-layer's parameters in a flat tuple (linear weights as transposed views); ``_layers_step`` then
-runs every layer over one new position per row. It covers every configuration the blocks
-build: LayerNorm or RMSNorm, pre- or post-norm, fused or separate q/k/v projections with or
-without biases, grouped-query attention, rotary positions, sliding windows, plain or gated
-feed-forward, and the seq2seq decoder's cross-attention.
+layer's parameters in a flat tuple; ``_layers_step`` then runs every layer over one new
+position per row. It covers every configuration the blocks build: LayerNorm or RMSNorm, pre-
+or post-norm, fused or separate q/k/v projections with or without biases, grouped-query
+attention, rotary positions, sliding windows, plain or gated feed-forward, and the seq2seq
+decoder's cross-attention.
 
 The step is not a second definition of the layers' math. It replays the modules' own operations
-(``addmm(bias, x, weight.t())`` is what ``F.linear`` runs; attention, rotary and RMSNorm call the
+(``F.linear`` or a batched product that gives its bits; attention, rotary and RMSNorm call the
 same functions in ``formerkit.nn.functional``), and the tests check it bit for bit against the
 modules' cached forward for every configuration above. Where a part must run as a module (LoRA or
 another wrapper, a hook, the ``math`` or ``linear`` backend), ``build`` returns ``None`` and
 callers run the modules.
+
+Batch-1 decoding reads every weight once per token, so its speed is that of the one-row matrix
+products. On the CPU, ``step_linear`` runs them as a batched product over row blocks of the
+weight, one block per thread, for up to 4 rows: the same bits as ``F.linear``, which
+runs a one-row product on one thread only.
 
 ``_layers_step`` is compiled once per process with TorchScript, which runs the same ATen
 operations without Python's per-operation cost (about a tenth of a CPU decoding step; measured
@@ -54,9 +59,13 @@ from formerkit.nn.norms import RMSNorm
 _STEP_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swish")  # as in layers.ACTIVATIONS
 
 
-class _Linear(NamedTuple):
-    weight_t: Tensor  # (in, out) view of the (out, in) weight
+class StepLinear(NamedTuple):
+    """A linear layer's tensors for the step: views of its parameters, never copies."""
+
+    weight: Tensor  # (out, in)
     bias: Tensor | None
+    blocks: Tensor | None  # (n, in, out / n) view of the weight's n row blocks, or None
+    block_bias: Tensor | None  # (n, 1, out / n) view of the bias
 
 
 class _Norm(NamedTuple):
@@ -67,15 +76,15 @@ class _Norm(NamedTuple):
 
 class _Layer(NamedTuple):
     attn_norm: _Norm
-    qkv: list[_Linear]  # one fused projection, or q, k, v
-    out: _Linear
+    qkv: list[StepLinear]  # one fused projection, or q, k, v
+    out: StepLinear
     window: int  # sliding window, 0 = none
     cross_norm: _Norm | None  # decoder layers: cross-attention's norm, q and out projections
-    cross_q: _Linear | None
-    cross_out: _Linear | None
+    cross_q: StepLinear | None
+    cross_out: StepLinear | None
     ff_norm: _Norm
-    ff_in: list[_Linear]  # fc1, or gate and up
-    ff_out: _Linear
+    ff_in: list[StepLinear]  # fc1, or gate and up
+    ff_out: StepLinear
 
 
 def _activate(x: Tensor, name: str) -> Tensor:
@@ -88,11 +97,51 @@ def _activate(x: Tensor, name: str) -> Tensor:
     return F.silu(x)  # "silu" or "swish": DecodingPlan.build admits only _STEP_ACTIVATIONS
 
 
-def _linear(x: Tensor, layer: _Linear) -> Tensor:
-    bias = layer.bias
-    if bias is None:
-        return torch.mm(x, layer.weight_t)
-    return torch.addmm(bias, x, layer.weight_t)
+# MKL multiplies a single row by a matrix (gemv) on one thread, whatever the thread count, at
+# about a third of the memory bandwidth; a batched product over row blocks of the weight runs one
+# block per thread and gives the same bits. Measured on the 2-core CI machine (fp32, the linear
+# layers of SmolLM-135M): 1.5-1.9x the tokens per second of F.linear with 2 blocks for 1 to 4
+# rows; slower from 8 rows on, where MKL's matrix product threads itself, and for weights under
+# ``BLOCKED_MIN_WEIGHT`` elements, where waking a thread costs more than it saves (and ATen's
+# batched product switches to a loop with another summation order).
+BLOCKED_MIN_WEIGHT = 2**16
+
+
+def step_linear(x: Tensor, layer: StepLinear) -> Tensor:
+    """``F.linear(x, weight, bias)`` for x (B, in), bit for bit."""
+    blocks, rows = layer.blocks, x.shape[0]
+    if blocks is not None and rows <= 4:  # a literal: TorchScript reads no globals
+        x_per_block = x.unsqueeze(0).expand(blocks.shape[0], rows, x.shape[1])
+        block_bias = layer.block_bias
+        if block_bias is None:
+            out = torch.bmm(x_per_block, blocks)
+        else:
+            out = torch.baddbmm(block_bias, x_per_block, blocks)
+        return out.transpose(0, 1).reshape(rows, -1)  # (n, B, out / n) -> (B, out)
+    # F.linear, not addmm: TorchScript's optimised graph splits addmm into mm + add, which
+    # rounds differently.
+    return F.linear(x, layer.weight, layer.bias)
+
+
+def step_blocks() -> int:
+    """Row blocks per weight for the step: one per intra-op thread."""
+    return torch.get_num_threads()
+
+
+def gather_linear(weight: Tensor, bias: Tensor | None, blocks: int) -> StepLinear:
+    """The step's view of a (out, in) weight and its bias; ``blocks`` > 1 splits the rows for
+    few-row inputs where that pays: an fp32 weight on the CPU of at least
+    ``BLOCKED_MIN_WEIGHT`` elements whose ``out`` rows split into blocks of a multiple of 16
+    rows (MKL's kernels then round each output as they do for the whole weight: checked for
+    every such width up to 392, with 1 to 4 rows; an odd width is not)."""
+    out_features = weight.shape[0]
+    if blocks < 2 or weight.device.type != "cpu" or weight.dtype != torch.float32 \
+            or weight.numel() < BLOCKED_MIN_WEIGHT or out_features % (16 * blocks):
+        return StepLinear(weight, bias, None, None)
+    size = out_features // blocks
+    block_bias = None if bias is None else bias.view(blocks, 1, size)
+    return StepLinear(weight, bias, weight.view(blocks, size, -1).transpose(1, 2),
+                      block_bias)
 
 
 def _normalise(x: Tensor, norm: _Norm, rms: bool) -> Tensor:
@@ -116,9 +165,10 @@ def _layers_step(x: Tensor, layers: list[_Layer], keys: list[Tensor], values: li
     for i, layer in enumerate(layers):
         h = _normalise(x, layer.attn_norm, rms) if pre_norm else x
         if len(layer.qkv) == 1:
-            q, k, v = _linear(h, layer.qkv[0]).split([q_width, kv_width, kv_width], dim=-1)
+            q, k, v = step_linear(h, layer.qkv[0]).split([q_width, kv_width, kv_width], dim=-1)
         else:
-            q, k, v = _linear(h, layer.qkv[0]), _linear(h, layer.qkv[1]), _linear(h, layer.qkv[2])
+            q = step_linear(h, layer.qkv[0])
+            k, v = step_linear(h, layer.qkv[1]), step_linear(h, layer.qkv[2])
         q = q.view(batch, 1, n_heads, head_dim).transpose(1, 2)  # (B, H, 1, K)
         k = k.view(batch, 1, n_kv_heads, head_dim).transpose(1, 2)  # (B, Hkv, 1, K)
         v = v.view(batch, 1, n_kv_heads, head_dim).transpose(1, 2)
@@ -129,21 +179,22 @@ def _layers_step(x: Tensor, layers: list[_Layer], keys: list[Tensor], values: li
         attended = attend_one_query(q, keys[i].narrow(2, 0, length + 1),
                                     values[i].narrow(2, 0, length + 1), mask, layer.window)
         # Residuals are added into the fresh projection output (h + x == x + h bit for bit).
-        h = _linear(attended.reshape(batch, q_width), layer.out).add_(x)
+        h = step_linear(attended.reshape(batch, q_width), layer.out).add_(x)
         x = h if pre_norm else _normalise(h, layer.attn_norm, rms)
         cross_norm, cross_q, cross_out = layer.cross_norm, layer.cross_q, layer.cross_out
         if cross_norm is not None and cross_q is not None and cross_out is not None:
             h = _normalise(x, cross_norm, rms) if pre_norm else x
-            q = _linear(h, cross_q).view(batch, 1, n_heads, head_dim).transpose(1, 2)
+            q = step_linear(h, cross_q).view(batch, 1, n_heads, head_dim).transpose(1, 2)
             attended = attend_one_query(q, cross[i][0], cross[i][1], memory_mask, 0)
-            h = _linear(attended.reshape(batch, q_width), cross_out).add_(x)
+            h = step_linear(attended.reshape(batch, q_width), cross_out).add_(x)
             x = h if pre_norm else _normalise(h, cross_norm, rms)
         h = _normalise(x, layer.ff_norm, rms) if pre_norm else x
         if len(layer.ff_in) == 1:
-            h = _activate(_linear(h, layer.ff_in[0]), activation)
+            h = _activate(step_linear(h, layer.ff_in[0]), activation)
         else:
-            h = _activate(_linear(h, layer.ff_in[0]), activation) * _linear(h, layer.ff_in[1])
-        h = _linear(h, layer.ff_out).add_(x)
+            gate, up = step_linear(h, layer.ff_in[0]), step_linear(h, layer.ff_in[1])
+            h = _activate(gate, activation) * up
+        h = step_linear(h, layer.ff_out).add_(x)
         x = h if pre_norm else _normalise(h, layer.ff_norm, rms)
     return x
 
@@ -175,53 +226,57 @@ def _gather_norm(module: nn.Module, rms: bool) -> _Norm | None:
     return _Norm(module.weight, module.bias, module.eps)
 
 
-def _gather_linear(module: nn.Module) -> _Linear | None:
-    return _Linear(module.weight.t(), module.bias) if _plain(module, nn.Linear) else None
+def gather_module(module: nn.Module, blocks: int) -> StepLinear | None:
+    """A plain ``nn.Linear``'s ``gather_linear``; ``None`` for anything else (LoRA, hooks)."""
+    return gather_linear(module.weight, module.bias, blocks) if _plain(module, nn.Linear) \
+        else None
 
 
-def _gather_linears(*modules: nn.Module) -> list[_Linear] | None:
-    linears = [_gather_linear(module) for module in modules]
+def _gather_linears(blocks: int, *modules: nn.Module) -> list[StepLinear] | None:
+    linears = [gather_module(module, blocks) for module in modules]
     return None if any(linear is None for linear in linears) else linears
 
 
-def _attention_parts(attn: nn.Module) -> tuple[list[_Linear], _Linear] | None:
+def _attention_parts(attn: nn.Module, blocks: int
+                     ) -> tuple[list[StepLinear], StepLinear] | None:
     if type(attn) is not MultiHeadAttention or attn.backend != "sdpa":
         return None
     if attn.cross:
-        inputs = _gather_linears(attn.q_proj)
+        inputs = _gather_linears(blocks, attn.q_proj)
     elif attn.fused_qkv:
-        inputs = _gather_linears(attn.qkv_proj)
+        inputs = _gather_linears(blocks, attn.qkv_proj)
     else:
-        inputs = _gather_linears(attn.q_proj, attn.k_proj, attn.v_proj)
-    out = _gather_linear(attn.out_proj)
+        inputs = _gather_linears(blocks, attn.q_proj, attn.k_proj, attn.v_proj)
+    out = gather_module(attn.out_proj, blocks)
     return None if inputs is None or out is None else (inputs, out)
 
 
-def _ff_parts(ff: nn.Module) -> tuple[list[_Linear], _Linear] | None:
+def _ff_parts(ff: nn.Module, blocks: int) -> tuple[list[StepLinear], StepLinear] | None:
     if type(ff) is FeedForward:
-        inputs, out = _gather_linears(ff.fc1), _gather_linear(ff.fc2)
+        inputs, out = _gather_linears(blocks, ff.fc1), gather_module(ff.fc2, blocks)
     elif type(ff) is GatedFeedForward:
-        inputs, out = _gather_linears(ff.gate_proj, ff.up_proj), _gather_linear(ff.down_proj)
+        inputs = _gather_linears(blocks, ff.gate_proj, ff.up_proj)
+        out = gather_module(ff.down_proj, blocks)
     else:
         return None
     return None if inputs is None or out is None else (inputs, out)
 
 
-def _gather(layer: nn.Module, rms: bool) -> _Layer | None:
+def _gather(layer: nn.Module, rms: bool, blocks: int) -> _Layer | None:
     """The layer's tensors, or ``None`` if any part needs its module call."""
     decoder = _plain(layer, DecoderLayer)
     if not (decoder or _plain(layer, EncoderLayer)):
         return None
     if layer.ff.activation_name not in _STEP_ACTIVATIONS:
         return None
-    attention, ff = _attention_parts(layer.self_attn), _ff_parts(layer.ff)
+    attention, ff = _attention_parts(layer.self_attn, blocks), _ff_parts(layer.ff, blocks)
     attn_norm = _gather_norm(layer.norm1, rms)
     ff_norm = _gather_norm(layer.norm3 if decoder else layer.norm2, rms)
     if attention is None or ff is None or attn_norm is None or ff_norm is None:
         return None
     cross_norm = cross_q = cross_out = None
     if decoder:
-        cross = _attention_parts(layer.cross_attn)
+        cross = _attention_parts(layer.cross_attn, blocks)
         cross_norm = _gather_norm(layer.norm2, rms)
         if cross is None or cross_norm is None:
             return None
@@ -248,9 +303,10 @@ class DecodingPlan:
     ``x[:, None]`` with the cache (causal), bit for bit.
     """
 
-    def __init__(self, stack: nn.Module, layers: list[_Layer],
-                 final_norm: _Norm | None) -> None:
+    def __init__(self, stack: nn.Module, layers: list[_Layer], final_norm: _Norm | None,
+                 blocks: int = 1) -> None:
         self.stack, self.layers, self.final_norm = stack, layers, final_norm
+        self.blocks = blocks  # row blocks per weight (gather_linear), for the caller's head too
         first = stack.layers[0]
         attn = first.self_attn
         self.norm_first = first.norm_first
@@ -261,16 +317,18 @@ class DecodingPlan:
         self.run_layers = compiled_layers_step()
 
     @classmethod
-    def build(cls, stack: nn.Module) -> "DecodingPlan | None":
+    def build(cls, stack: nn.Module, blocks: int | None = None) -> "DecodingPlan | None":
         """A plan for ``stack``, or ``None`` when some part must run as a module (LoRA or
         another wrapper, a hook, a norm or feed-forward of another kind, the ``math`` or
-        ``linear`` backend); callers then run the modules."""
+        ``linear`` backend); callers then run the modules. ``blocks``: row blocks of each
+        weight for few-row products (see ``gather_linear``); default ``step_blocks()``."""
+        blocks = step_blocks() if blocks is None else blocks
         if type(stack) not in (Encoder, Decoder) or not len(stack.layers):
             return None
         if not _uniform(list(stack.layers)):
             return None
         rms = type(stack.layers[0].norm1) is RMSNorm
-        layers = [_gather(layer, rms) for layer in stack.layers]
+        layers = [_gather(layer, rms, blocks) for layer in stack.layers]
         if any(layer is None for layer in layers):
             return None
         final_norm = None
@@ -278,7 +336,7 @@ class DecodingPlan:
             final_norm = _gather_norm(stack.norm, rms)
             if final_norm is None:
                 return None
-        return cls(stack, layers, final_norm)
+        return cls(stack, layers, final_norm, blocks)
 
     def step(self, x: Tensor, cache: KVCache, mask: Tensor | None = None, *,
              rotary: tuple[Tensor, Tensor] | None = None,
