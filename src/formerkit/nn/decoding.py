@@ -101,9 +101,9 @@ def _activate(x: Tensor, name: str) -> Tensor:
 # about a third of the memory bandwidth; a batched product over row blocks of the weight runs one
 # block per thread and gives the same bits. Measured on the 2-core CI machine (fp32, the linear
 # layers of SmolLM-135M): 1.5-1.9x the tokens per second of F.linear with 2 blocks for 1 to 4
-# rows; slower from 8 rows on, where MKL's matrix product threads itself, and for weights under
-# ``BLOCKED_MIN_WEIGHT`` elements, where waking a thread costs more than it saves (and ATen's
-# batched product switches to a loop with another summation order).
+# rows (beam search included); at 8 rows, where MKL's matrix product threads itself, 6% slower.
+# Weights under ``BLOCKED_MIN_WEIGHT`` elements stay whole: waking a thread costs about what it
+# saves, and ATen's batched product of tiny matrices is a loop with another summation order.
 BLOCKED_MIN_WEIGHT = 2**16
 
 
