@@ -248,11 +248,15 @@ def test_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias):
 def test_blocked_linear_applies_only_where_it_pays():
     big = torch.randn(1152, 384)
     assert decoding.gather_linear(big, None, 1).blocks is None  # one thread
-    assert decoding.gather_linear(big, None, 5).blocks is None  # 1152 rows do not split in 5
-    odd = torch.randn(1150, 384)  # blocks of 575 rows: MKL would round them differently
+    # 1152 rows = 72 x 16 do not split in 5 or 7 blocks of 16-row multiples: 4 and 6 do
+    assert decoding.gather_linear(big, None, 5).blocks.shape == (4, 384, 288)
+    assert decoding.gather_linear(big, None, 7).blocks.shape == (6, 384, 192)
+    # blocks of at least BLOCK_MIN_ELEMENTS (2^15): 442,368 elements allow 13, 1152 rows 12
+    assert decoding.gather_linear(big, None, 64).blocks.shape[0] == 12
+    odd = torch.randn(1150, 384)  # no split into 16-row multiples: MKL would round otherwise
     assert decoding.gather_linear(odd, None, 2).blocks is None
     assert decoding.gather_linear(big.bfloat16(), None, 2).blocks is None
-    small = torch.randn(128, 384)  # under BLOCKED_MIN_WEIGHT: a thread wake-up costs more
+    small = torch.randn(128, 384)  # one block's worth of elements: a thread wake-up costs more
     assert decoding.gather_linear(small, None, 2).blocks is None
 
 

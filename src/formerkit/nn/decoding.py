@@ -102,9 +102,10 @@ def _activate(x: Tensor, name: str) -> Tensor:
 # block per thread and gives the same bits. Measured on the 2-core CI machine (fp32, the linear
 # layers of SmolLM-135M): 1.5-1.9x the tokens per second of F.linear with 2 blocks for 1 to 4
 # rows (beam search included); at 8 rows, where MKL's matrix product threads itself, 6% slower.
-# Weights under ``BLOCKED_MIN_WEIGHT`` elements stay whole: waking a thread costs about what it
-# saves, and ATen's batched product of tiny matrices is a loop with another summation order.
-BLOCKED_MIN_WEIGHT = 2**16
+# Blocks have at least ``BLOCK_MIN_ELEMENTS`` elements (a weight of 2^16 splits in two): for
+# smaller ones waking a thread costs about what it saves, and ATen's batched product of tiny
+# matrices is a loop with another summation order.
+BLOCK_MIN_ELEMENTS = 2**15
 
 
 def step_linear(x: Tensor, layer: StepLinear) -> Tensor:
@@ -124,19 +125,23 @@ def step_linear(x: Tensor, layer: StepLinear) -> Tensor:
 
 
 def step_blocks() -> int:
-    """Row blocks per weight for the step: one per intra-op thread."""
+    """Row blocks per weight for the step (at most): one per intra-op thread."""
     return torch.get_num_threads()
 
 
 def gather_linear(weight: Tensor, bias: Tensor | None, blocks: int) -> StepLinear:
-    """The step's view of a (out, in) weight and its bias; ``blocks`` > 1 splits the rows for
-    few-row inputs where that pays: an fp32 weight on the CPU of at least
-    ``BLOCKED_MIN_WEIGHT`` elements whose ``out`` rows split into blocks of a multiple of 16
-    rows (MKL's kernels then round each output as they do for the whole weight: checked for
-    every such width up to 392, with 1 to 4 rows; an odd width is not)."""
+    """The step's view of a (out, in) weight and its bias, split for few-row inputs into at
+    most ``blocks`` row blocks where that pays: an fp32 weight on the CPU, blocks of at least
+    ``BLOCK_MIN_ELEMENTS`` elements and of a multiple of 16 rows (MKL's kernels then round each
+    output as they do for the whole weight: checked for every such width up to 392 and some
+    wider, with 1 to 4 rows; an odd width is not). Unsplit where no such split exists."""
     out_features = weight.shape[0]
-    if blocks < 2 or weight.device.type != "cpu" or weight.dtype != torch.float32 \
-            or weight.numel() < BLOCKED_MIN_WEIGHT or out_features % (16 * blocks):
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        blocks = 1
+    blocks = min(blocks, weight.numel() // BLOCK_MIN_ELEMENTS)
+    while blocks > 1 and out_features % (16 * blocks):
+        blocks -= 1
+    if blocks < 2:
         return StepLinear(weight, bias, None, None)
     size = out_features // blocks
     block_bias = None if bias is None else bias.view(blocks, 1, size)
