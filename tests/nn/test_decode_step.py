@@ -256,6 +256,7 @@ def test_blocked_linear_applies_only_where_it_pays():
     odd = torch.randn(1150, 384)  # no split into 16-row multiples: MKL would round otherwise
     assert decoding.gather_linear(odd, None, 2).blocks is None
     assert decoding.gather_linear(big.bfloat16(), None, 2).blocks is None
+    assert decoding.gather_linear(big.t().contiguous().t(), None, 2).blocks is None  # no view
     small = torch.randn(128, 384)  # one block's worth of elements: a thread wake-up costs more
     assert decoding.gather_linear(small, None, 2).blocks is None
 

@@ -21,10 +21,11 @@ weight, one block per thread, for up to 4 rows: the same bits as ``F.linear``, w
 runs a one-row product on one thread only.
 
 ``_layers_step`` is compiled once per process with TorchScript, which runs the same ATen
-operations without Python's per-operation cost (about a tenth of a CPU decoding step; measured
-in ``benchmarks/bench_gpt.py``) and compiles in milliseconds, where ``torch.compile`` takes
-seconds. TorchScript is deprecated: where it is missing or fails, or with
-``FORMERKIT_TORCHSCRIPT=0``, the same function runs as Python, with the same results.
+operations without Python's per-operation cost (8-9% of a CPU decoding step of a SmolLM-135M
+shape, within 5% either way for small models; ``benchmarks/bench_decoding_step.py``) and
+compiles in milliseconds, where ``torch.compile`` takes seconds. TorchScript is deprecated:
+where it is missing or fails, or with ``FORMERKIT_TORCHSCRIPT=0``, the same function runs as
+Python, with the same results.
 
 A plan holds views of the parameters: it follows in-place updates (an optimizer step,
 ``load_state_dict``) but not replaced tensors (``module.to(dtype)``, a new ``nn.Parameter``).
@@ -136,7 +137,8 @@ def gather_linear(weight: Tensor, bias: Tensor | None, blocks: int) -> StepLinea
     output as they do for the whole weight: checked for every such width up to 392 and some
     wider, with 1 to 4 rows; an odd width is not). Unsplit where no such split exists."""
     out_features = weight.shape[0]
-    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 \
+            or not weight.is_contiguous():
         blocks = 1
     blocks = min(blocks, weight.numel() // BLOCK_MIN_ELEMENTS)
     while blocks > 1 and out_features % (16 * blocks):
