@@ -209,24 +209,34 @@ def test_gpt_generation_takes_the_gathered_step_only_where_it_applies():
     assert torch.equal(planned, by_modules)
 
 
+LEFT_PADDED = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])  # row 0: two pads
+
+
+def _decode_with_and_without_step(model, prompt: torch.Tensor, tokens: list) -> dict:
+    """{True: the gathered step's run, False: the module path's}, each (logits (steps, N, V),
+    decoding state), over the left-padded (2, 6) ``prompt`` and then ``tokens``."""
+    runs = {}
+    with torch.no_grad():
+        for gathered in (True, False):
+            start, state = model.start_decoding(prompt, LEFT_PADDED, expand=1,
+                                                max_new_tokens=len(tokens) + 1)
+            if not gathered:
+                state.extras["step"] = None
+            logits = [model.decoding_logits(state, start)]
+            for token in tokens:
+                logits.append(model.decoding_logits(state, torch.tensor(token)))
+            runs[gathered] = torch.stack(logits), state
+    return runs
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpt_gathered_step_equals_the_module_path_bit_for_bit(dtype):
     """Left-padded rows: the step's logits and cache equal those of the module calls."""
     model = _tiny_gpt().to(dtype)
     prompt = torch.randint(0, 50, (2, 6))
-    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
-    runs = {}
-    with torch.no_grad():
-        for gathered in (True, False):
-            start, state = model.start_decoding(prompt, mask, expand=1, max_new_tokens=4)
-            if not gathered:
-                state.extras["step"] = None
-            logits = [model.decoding_logits(state, start)]
-            for token in ([[3], [7]], [[11], [2]], [[5], [5]]):
-                logits.append(model.decoding_logits(state, torch.tensor(token)))
-            runs[gathered] = torch.stack(logits), state.cache[1].k[:, :, :9]
+    runs = _decode_with_and_without_step(model, prompt, [[[3], [7]], [[11], [2]], [[5], [5]]])
     assert torch.equal(runs[True][0], runs[False][0])
-    assert torch.equal(runs[True][1], runs[False][1])
+    assert torch.equal(runs[True][1].cache[1].k[:, :, :9], runs[False][1].cache[1].k[:, :, :9])
 
 
 # ---- few-row products over row blocks of the weight (step_linear) ----------------------------
@@ -282,20 +292,9 @@ def test_blocked_step_keeps_the_logits_of_the_module_path_bit_for_bit(name, bloc
     torch.manual_seed(0)
     model = formerkit.create_model(name, **BLOCKED_MODELS[name]).eval()
     prompt = torch.randint(3, 576, (2, 6))
-    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
-    runs = {}
-    with torch.no_grad():
-        for gathered in (True, False):
-            start, state = model.start_decoding(prompt, mask, expand=1, max_new_tokens=5)
-            step = state.extras["step"]
-            if gathered:
-                assert step.plan.blocks == blocks and step.head.blocks is not None
-                first = step.plan.layers[0]
-                assert first.ff_out.blocks is not None  # the widest weights are blocked
-            else:
-                state.extras["step"] = None
-            logits = [model.decoding_logits(state, start)]
-            for token in ([[3], [7]], [[11], [2]], [[5], [5]], [[9], [4]]):
-                logits.append(model.decoding_logits(state, torch.tensor(token)))
-            runs[gathered] = torch.stack(logits)
-    assert torch.equal(runs[True], runs[False])
+    runs = _decode_with_and_without_step(model, prompt,
+                                         [[[3], [7]], [[11], [2]], [[5], [5]], [[9], [4]]])
+    step = runs[True][1].extras["step"]
+    assert step.plan.blocks == blocks and step.head.blocks is not None
+    assert step.plan.layers[0].ff_out.blocks is not None  # the widest weights are blocked
+    assert torch.equal(runs[True][0], runs[False][0])
