@@ -1,12 +1,14 @@
-"""What the one-token decoding step's two speed-ups pay (``formerkit.nn.decoding``): TorchScript
-for its layer loop, and few-row products over row blocks of each weight (``step_linear``).
+"""What the one-token decoding step's speed-ups pay (``formerkit.nn.decoding``): TorchScript for
+its layer loop, and its few-row products (``step_linear``): oneDNN's kernel for tall weights and
+a batched product over row blocks of each other weight.
 
 For the configurations the step covers (GPT-2: LayerNorm, fused q/k/v, GELU; a Llama: RMSNorm,
 separate q/k/v, grouped-query attention, rotary, SwiGLU, small and SmolLM-135M-sized; the
-seq2seq decoder: post-norm with cross-attention), greedy batch-1 generation runs three ways,
-interleaved in one process: as shipped (TorchScript, one row block per thread), with one block
-(plain ``F.linear``), and as plain Python. The script prints the median milliseconds per new
-token of each and the ratios. All three give the same tokens (checked).
+seq2seq decoder: post-norm with cross-attention), greedy batch-1 generation runs four ways,
+interleaved in one process: as shipped (TorchScript, oneDNN, row blocks), without oneDNN
+(``FORMERKIT_ONEDNN=0``: row blocks for every weight), with plain ``F.linear`` for every
+product, and as plain Python. The script prints the median milliseconds per new token of each,
+the ratios, and whether all four gave the same tokens.
 
     python benchmarks/bench_decoding_step.py [--rounds 5] [--new-tokens 200] [--threads N]
 """
@@ -14,6 +16,7 @@ token of each and the ratios. All three give the same tokens (checked).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -37,13 +40,15 @@ CONFIGS = {
 }
 
 
-def generate(model, prompt: torch.Tensor, new_tokens: int, runner, blocks: int
+def generate(model, prompt: torch.Tensor, new_tokens: int, runner, blocks: int, onednn: bool
              ) -> tuple[float, torch.Tensor]:
-    """(ms per new token, output) with ``runner`` as the plan's layer loop and ``blocks`` row
-    blocks per weight."""
+    """(ms per new token, output) with ``runner`` as the plan's layer loop, ``blocks`` row
+    blocks per weight and oneDNN for tall weights or not."""
     original, original_blocks = decoding.compiled_layers_step, decoding.step_blocks
+    original_onednn = os.environ.get("FORMERKIT_ONEDNN")
     decoding.compiled_layers_step = lambda: runner
     decoding.step_blocks = lambda: blocks
+    os.environ["FORMERKIT_ONEDNN"] = "1" if onednn else "0"
     try:
         start = time.perf_counter()
         with torch.inference_mode():
@@ -51,6 +56,10 @@ def generate(model, prompt: torch.Tensor, new_tokens: int, runner, blocks: int
         return (time.perf_counter() - start) * 1e3 / new_tokens, out
     finally:
         decoding.compiled_layers_step, decoding.step_blocks = original, original_blocks
+        if original_onednn is None:
+            del os.environ["FORMERKIT_ONEDNN"]
+        else:
+            os.environ["FORMERKIT_ONEDNN"] = original_onednn
 
 
 def main() -> None:
@@ -65,13 +74,12 @@ def main() -> None:
     if scripted is decoding._layers_step:
         raise SystemExit("TorchScript is unavailable or turned off (FORMERKIT_TORCHSCRIPT=0)")
     blocks = decoding.step_blocks()
-    variants = {"shipped": (scripted, blocks), "one block": (scripted, 1),
-                "python": (decoding._layers_step, blocks)}
+    variants = {"shipped": (scripted, blocks, True), "no oneDNN": (scripted, blocks, False),
+                "F.linear": (scripted, 1, False), "python": (decoding._layers_step, blocks, True)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads ({blocks} row blocks), "
           f"{args.rounds} interleaved rounds, {args.new_tokens} new tokens, batch 1\n")
-    print("| configuration | shipped ms/token | one block ms/token | one block / shipped | "
-          "Python ms/token | Python / shipped | same tokens |\n"
-          "|---|---:|---:|---:|---:|---:|---|")
+    print("| configuration | shipped ms/token | no oneDNN | / shipped | F.linear | / shipped | "
+          "Python | / shipped | same tokens |\n|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for label, (name, fields) in CONFIGS.items():
         torch.manual_seed(0)
         model = formerkit.create_model(name, **fields).eval()
@@ -83,10 +91,10 @@ def main() -> None:
             order = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
             for key in order:
                 times[key].append(generate(model, prompt, args.new_tokens, *variants[key])[0])
-        shipped, one_block, python = (statistics.median(times[key]) for key in variants)
+        shipped, *others = (statistics.median(times[key]) for key in variants)
         same = all(torch.equal(out, outputs["shipped"]) for out in outputs.values())
-        print(f"| {label} | {shipped:.2f} | {one_block:.2f} | {one_block / shipped:.2f}x | "
-              f"{python:.2f} | {python / shipped:.2f}x | {same} |", flush=True)
+        cells = " | ".join(f"{other:.2f} | {other / shipped:.2f}x" for other in others)
+        print(f"| {label} | {shipped:.2f} | {cells} | {same} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -52,8 +52,8 @@ def linear_layers_tokens_per_s(model: torch.nn.Module, steps: int) -> dict[str, 
     included), one (1, in) row through each per token, as batch-1 decoding runs them:
 
     - ``"F.linear"``: one-row products as transformers runs them (MKL runs them on one thread);
-    - ``"formerkit"``: formerkit's decoding products (``formerkit.nn.decoding.step_linear``,
-      row blocks of each weight over the threads);
+    - ``"formerkit"``: formerkit's decoding products (``formerkit.nn.decoding.step_linear``:
+      oneDNN's kernel for tall weights, row blocks over the threads for the others);
     - ``"memory"``: reading every weight once (a sum over each on all threads), the memory
       bound that no fp32 batch-1 decoding beats.
     """

@@ -1,5 +1,6 @@
 """The compiled one-token decoding step (``DecodingPlan``) must equal the modules' own cached
-forward bit for bit, for every configuration the blocks build."""
+forward, for every configuration the blocks build: bit for bit, except where a tall weight's
+product runs on oneDNN (``FORMERKIT_ONEDNN``), within float32 rounding."""
 
 import pytest
 import torch
@@ -243,7 +244,8 @@ def test_gpt_gathered_step_equals_the_module_path_bit_for_bit(dtype):
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("rows", [1, 3, 6])  # 6: past the blocked range, the plain product
 @pytest.mark.parametrize("blocks", [2, 3])
-def test_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias):
+def test_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias, monkeypatch):
+    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")  # (1152, 384) is tall: oneDNN's otherwise
     torch.manual_seed(0)
     weight = torch.randn(1152, 384)
     b = torch.randn(1152) if bias else None
@@ -255,7 +257,8 @@ def test_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias):
         assert torch.equal(run(x, step), torch.nn.functional.linear(x, weight, b))
 
 
-def test_blocked_linear_applies_only_where_it_pays():
+def test_blocked_linear_applies_only_where_it_pays(monkeypatch):
+    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")
     big = torch.randn(1152, 384)
     assert decoding.gather_linear(big, None, 1).blocks is None  # one thread
     # 1152 rows = 72 x 16 do not split in 5 or 7 blocks of 16-row multiples: 4 and 6 do
@@ -269,6 +272,43 @@ def test_blocked_linear_applies_only_where_it_pays():
     assert decoding.gather_linear(big.t().contiguous().t(), None, 2).blocks is None  # no view
     small = torch.randn(128, 384)  # one block's worth of elements: a thread wake-up costs more
     assert decoding.gather_linear(small, None, 2).blocks is None
+
+
+needs_onednn = pytest.mark.skipif(not decoding._has_onednn_linear(),
+                                  reason="this PyTorch has no oneDNN linear (x86 builds do)")
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("rows", [1, 2, 4, 6])  # 6: past the few-row range, F.linear's bits
+def test_onednn_product_of_a_tall_weight_is_f_linear_within_float32_rounding(rows, bias):
+    torch.manual_seed(0)
+    weight, b = torch.randn(1536, 576), torch.randn(1536) if bias else None
+    step = decoding.gather_linear(weight, b, 2)
+    assert step.onednn and step.blocks is None and step.weight.data_ptr() == weight.data_ptr()
+    x = torch.randn(rows, 576)
+    expected = torch.nn.functional.linear(x, weight, b)
+    for run in (decoding.step_linear, torch.jit.script(decoding.step_linear)):
+        out = run(x, step)
+        if rows > 4:
+            assert torch.equal(out, expected)
+        else:  # outputs of size ~24: float32 rounding, not a wrong row or a dropped bias
+            torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)
+
+
+@needs_onednn
+def test_onednn_takes_only_tall_large_fp32_weights(monkeypatch):
+    tall = torch.randn(1536, 576)
+    assert decoding.gather_linear(tall, None, 1).onednn  # one thread too: it beats MKL's gemv
+    wide = decoding.gather_linear(tall.t().contiguous(), None, 2)
+    assert not wide.onednn and wide.blocks is not None
+    small = decoding.gather_linear(torch.randn(512, 256), None, 2)  # oneDNN was slower there
+    assert not small.onednn and small.blocks is not None
+    assert not decoding.gather_linear(tall.bfloat16(), None, 2).onednn
+    assert not decoding.gather_linear(tall.t().contiguous().t(), None, 2).onednn
+    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")
+    off = decoding.gather_linear(tall, None, 2)
+    assert not off.onednn and off.blocks is not None
 
 
 BLOCKED_MODELS = {  # wide enough that most weights take the blocked product
@@ -288,6 +328,7 @@ def test_blocked_step_keeps_the_logits_of_the_module_path_bit_for_bit(name, bloc
     """Left-padded rows, the LM head included: blocked step logits == module-path logits."""
     import formerkit
 
+    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")  # the (1024, 384) feed-forward layers are tall
     monkeypatch.setattr(decoding, "step_blocks", lambda: blocks)
     torch.manual_seed(0)
     model = formerkit.create_model(name, **BLOCKED_MODELS[name]).eval()
@@ -298,3 +339,23 @@ def test_blocked_step_keeps_the_logits_of_the_module_path_bit_for_bit(name, bloc
     assert step.plan.blocks == blocks and step.head.blocks is not None
     assert step.plan.layers[0].ff_out.blocks is not None  # the widest weights are blocked
     assert torch.equal(runs[True][0], runs[False][0])
+
+
+@needs_onednn
+@pytest.mark.parametrize("name", list(BLOCKED_MODELS))
+def test_onednn_step_keeps_the_module_path_within_float32_rounding(name):
+    """Tall feed-forward layers and LM head on oneDNN, the rest blocked: the step's logits are
+    the module path's within float32 rounding, and greedy picks the same tokens."""
+    import formerkit
+
+    torch.manual_seed(0)
+    model = formerkit.create_model(name, **{**BLOCKED_MODELS[name], "vocab_size": 2048}).eval()
+    prompt = torch.randint(3, 2048, (2, 6))
+    runs = _decode_with_and_without_step(model, prompt,
+                                         [[[3], [7]], [[11], [2]], [[5], [5]], [[9], [4]]])
+    step = runs[True][1].extras["step"]
+    layer = step.plan.layers[0]
+    assert step.head.onednn and layer.ff_in[0].onednn and not layer.ff_out.onednn
+    assert not torch.equal(runs[True][0], runs[False][0])  # oneDNN did run: other rounding
+    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-4, atol=1e-5)
+    assert torch.equal(runs[True][0].argmax(-1), runs[False][0].argmax(-1))

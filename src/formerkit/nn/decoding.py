@@ -9,16 +9,20 @@ attention, rotary positions, sliding windows, plain or gated feed-forward, and t
 decoder's cross-attention.
 
 The step is not a second definition of the layers' math. It replays the modules' own operations
-(``F.linear`` or a batched product that gives its bits; attention, rotary and RMSNorm call the
-same functions in ``formerkit.nn.functional``), and the tests check it bit for bit against the
-modules' cached forward for every configuration above. Where a part must run as a module (LoRA or
-another wrapper, a hook, the ``math`` or ``linear`` backend), ``build`` returns ``None`` and
-callers run the modules.
+(``F.linear``, a batched product that gives its bits, or oneDNN's kernel for the same product;
+attention, rotary and RMSNorm call the same functions in ``formerkit.nn.functional``), and the
+tests check it against the modules' cached forward for every configuration above: bit for bit
+with ``FORMERKIT_ONEDNN=0``, within float32 rounding otherwise. Where a part must run as a
+module (LoRA or another wrapper, a hook, the ``math`` or ``linear`` backend), ``build`` returns
+``None`` and callers run the modules.
 
 Batch-1 decoding reads every weight once per token, so its speed is that of the one-row matrix
-products. On the CPU, ``step_linear`` runs them as a batched product over row blocks of the
-weight, one block per thread, for up to 4 rows: the same bits as ``F.linear``, which
-runs a one-row product on one thread only.
+products, and ``F.linear`` (MKL) runs those on one thread at about a third of the memory
+bandwidth. On the CPU, for up to 4 rows, ``step_linear`` runs a tall weight (out >= 2 in: the
+LM head, the feed-forward's first layers) through oneDNN's product, within float32 rounding of
+``F.linear``, and any other as a batched product over row blocks of the weight, one block per
+thread, which gives ``F.linear``'s bits. ``FORMERKIT_ONEDNN=0`` keeps every product to those
+bits.
 
 ``_layers_step`` is compiled once per process with TorchScript, which runs the same ATen
 operations without Python's per-operation cost (8-9% of a CPU decoding step of a SmolLM-135M
@@ -34,6 +38,7 @@ Build one per decoding run.
 
 import functools
 import os
+import platform
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple  # noqa: UP035  (TorchScript)
@@ -67,6 +72,7 @@ class StepLinear(NamedTuple):
     bias: Tensor | None
     blocks: Tensor | None  # (n, in, out / n) view of the weight's n row blocks, or None
     block_bias: Tensor | None  # (n, 1, out / n) view of the bias
+    onednn: bool  # run few-row inputs through oneDNN's product (then ``blocks`` is None)
 
 
 class _Norm(NamedTuple):
@@ -108,11 +114,23 @@ def _activate(x: Tensor, name: str) -> Tensor:
 # matrices is a loop with another summation order.
 BLOCK_MIN_ELEMENTS = 2**15
 
+# oneDNN's one-row kernel reads a tall fp32 weight faster still: on the 2-core CI machine, for
+# 1 to 4 rows, 1.2-1.4x the blocked product for the SmolLM-135M shapes' (1536, 576) and
+# (49152, 576), GPT's (1536, 384) and a seq2seq output layer's (8000, 256); about even at
+# (1152, 384), slower for square, wide and smaller weights (0.8-0.96x at (512, 256)), which stay
+# blocked. Its summation order is not MKL's: results are within float32 rounding, not bit-equal.
+ONEDNN_MIN_ELEMENTS = 2**18
+
 
 def step_linear(x: Tensor, layer: StepLinear) -> Tensor:
-    """``F.linear(x, weight, bias)`` for x (B, in), bit for bit."""
+    """``F.linear(x, weight, bias)`` for x (B, in): bit for bit, or within float32 rounding
+    where ``layer.onednn``."""
     blocks, rows = layer.blocks, x.shape[0]
-    if blocks is not None and rows <= 4:  # a literal: TorchScript reads no globals
+    if layer.onednn and rows <= 4:  # literals: TorchScript reads no globals
+        no_scalars = torch.jit.annotate(list[int | float | complex | None], [])
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none",
+                                                  no_scalars, "")
+    if blocks is not None and rows <= 4:
         x_per_block = x.unsqueeze(0).expand(blocks.shape[0], rows, x.shape[1])
         block_bias = layer.block_bias
         if block_bias is None:
@@ -130,25 +148,45 @@ def step_blocks() -> int:
     return torch.get_num_threads()
 
 
+@functools.cache
+def _has_onednn_linear() -> bool:
+    """oneDNN's linear kernel is in this PyTorch (its x86 CPU builds)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False  # measured on x86 only
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
+                                                            "_linear_pointwise")
+
+
+def _onednn_pays(weight: Tensor) -> bool:
+    """A tall fp32 CPU weight of at least ``ONEDNN_MIN_ELEMENTS``, oneDNN present and not
+    turned off with ``FORMERKIT_ONEDNN=0``."""
+    out_features, in_features = weight.shape
+    return (out_features >= 2 * in_features and weight.numel() >= ONEDNN_MIN_ELEMENTS
+            and os.environ.get("FORMERKIT_ONEDNN", "1") != "0" and _has_onednn_linear())
+
+
 def gather_linear(weight: Tensor, bias: Tensor | None, blocks: int) -> StepLinear:
-    """The step's view of a (out, in) weight and its bias, split for few-row inputs into at
-    most ``blocks`` row blocks where that pays: an fp32 weight on the CPU, blocks of at least
-    ``BLOCK_MIN_ELEMENTS`` elements and of a multiple of 16 rows (MKL's kernels then round each
-    output as they do for the whole weight: checked for every such width up to 392 and some
-    wider, with 1 to 4 rows; an odd width is not). Unsplit where no such split exists."""
+    """The step's view of a (out, in) weight and its bias, for few-row inputs: on oneDNN's
+    product where that pays (``_onednn_pays``), else split into at most ``blocks`` row blocks
+    where that pays: an fp32 weight on the CPU, blocks of at least ``BLOCK_MIN_ELEMENTS``
+    elements and of a multiple of 16 rows (MKL's kernels then round each output as they do for
+    the whole weight: checked for every such width up to 392 and some wider, with 1 to 4 rows;
+    an odd width is not). Unsplit where neither applies."""
     out_features = weight.shape[0]
     if weight.device.type != "cpu" or weight.dtype != torch.float32 \
             or not weight.is_contiguous():
-        blocks = 1
+        return StepLinear(weight, bias, None, None, False)
+    if _onednn_pays(weight):
+        return StepLinear(weight, bias, None, None, True)
     blocks = min(blocks, weight.numel() // BLOCK_MIN_ELEMENTS)
     while blocks > 1 and out_features % (16 * blocks):
         blocks -= 1
     if blocks < 2:
-        return StepLinear(weight, bias, None, None)
+        return StepLinear(weight, bias, None, None, False)
     size = out_features // blocks
     block_bias = None if bias is None else bias.view(blocks, 1, size)
     return StepLinear(weight, bias, weight.view(blocks, size, -1).transpose(1, 2),
-                      block_bias)
+                      block_bias, False)
 
 
 def _normalise(x: Tensor, norm: _Norm, rms: bool) -> Tensor:
@@ -307,7 +345,8 @@ class DecodingPlan:
     """An ``Encoder``'s or ``Decoder``'s step over one new position per row, for inference.
 
     Build with ``DecodingPlan.build(stack)``; ``step`` then equals the stack's forward on
-    ``x[:, None]`` with the cache (causal), bit for bit.
+    ``x[:, None]`` with the cache (causal): bit for bit with ``FORMERKIT_ONEDNN=0``, within
+    float32 rounding otherwise (``step_linear``).
     """
 
     def __init__(self, stack: nn.Module, layers: list[_Layer], final_norm: _Norm | None,
