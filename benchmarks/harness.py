@@ -60,8 +60,8 @@ def linear_layers_tokens_per_s(model: torch.nn.Module, steps: int) -> dict[str, 
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     rows = {m.in_features: torch.randn(1, m.in_features, dtype=m.weight.dtype,
                                        device=m.weight.device) for m in linears}
-    blocks = decoding.step_blocks()
-    blocked = [decoding.gather_module(m, blocks) for m in linears]
+    products = decoding.step_products([model])
+    blocked = [decoding.gather_module(m, products) for m in linears]
     runs = {
         "F.linear": lambda: [linear(rows[linear.in_features]) for linear in linears],
         "formerkit": lambda: [decoding.step_linear(rows[layer.weight.shape[1]], layer)

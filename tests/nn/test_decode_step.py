@@ -7,7 +7,7 @@ import torch
 
 from formerkit.models.gpt import GPTConfig, GPTForCausalLM
 from formerkit.nn import Decoder, Encoder, KVCache, RotaryEmbedding, decoding, padding_mask
-from formerkit.nn.decoding import DecodingPlan
+from formerkit.nn.decoding import DecodingPlan, Products
 from formerkit.nn.lora import apply_lora
 
 D, H = 24, 4
@@ -244,12 +244,11 @@ def test_gpt_gathered_step_equals_the_module_path_bit_for_bit(dtype):
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("rows", [1, 3, 6])  # 6: past the blocked range, the plain product
 @pytest.mark.parametrize("blocks", [2, 3])
-def test_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias, monkeypatch):
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")  # (1152, 384) is tall: oneDNN's otherwise
+def test_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias):
     torch.manual_seed(0)
     weight = torch.randn(1152, 384)
     b = torch.randn(1152) if bias else None
-    step = decoding.gather_linear(weight, b, blocks)
+    step = decoding.gather_linear(weight, b, Products(blocks, onednn=False))
     assert step.blocks is not None and step.blocks.shape == (blocks, 384, 1152 // blocks)
     assert step.blocks.data_ptr() == weight.data_ptr()  # a view: optimizer steps show
     x = torch.randn(rows, 384)
@@ -257,21 +256,23 @@ def test_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias, monkeypa
         assert torch.equal(run(x, step), torch.nn.functional.linear(x, weight, b))
 
 
-def test_blocked_linear_applies_only_where_it_pays(monkeypatch):
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")
+def test_blocked_linear_applies_only_where_it_pays():
+    def blocks(weight, n):
+        return decoding.gather_linear(weight, None, Products(n, onednn=False)).blocks
+
     big = torch.randn(1152, 384)
-    assert decoding.gather_linear(big, None, 1).blocks is None  # one thread
+    assert blocks(big, 1) is None  # one thread
     # 1152 rows = 72 x 16 do not split in 5 or 7 blocks of 16-row multiples: 4 and 6 do
-    assert decoding.gather_linear(big, None, 5).blocks.shape == (4, 384, 288)
-    assert decoding.gather_linear(big, None, 7).blocks.shape == (6, 384, 192)
+    assert blocks(big, 5).shape == (4, 384, 288)
+    assert blocks(big, 7).shape == (6, 384, 192)
     # blocks of at least BLOCK_MIN_ELEMENTS (2^15): 442,368 elements allow 13, 1152 rows 12
-    assert decoding.gather_linear(big, None, 64).blocks.shape[0] == 12
+    assert blocks(big, 64).shape[0] == 12
     odd = torch.randn(1150, 384)  # no split into 16-row multiples: MKL would round otherwise
-    assert decoding.gather_linear(odd, None, 2).blocks is None
-    assert decoding.gather_linear(big.bfloat16(), None, 2).blocks is None
-    assert decoding.gather_linear(big.t().contiguous().t(), None, 2).blocks is None  # no view
+    assert blocks(odd, 2) is None
+    assert blocks(big.bfloat16(), 2) is None
+    assert blocks(big.t().contiguous().t(), 2) is None  # no view
     small = torch.randn(128, 384)  # one block's worth of elements: a thread wake-up costs more
-    assert decoding.gather_linear(small, None, 2).blocks is None
+    assert blocks(small, 2) is None
 
 
 needs_onednn = pytest.mark.skipif(not decoding._has_onednn_linear(),
@@ -284,7 +285,7 @@ needs_onednn = pytest.mark.skipif(not decoding._has_onednn_linear(),
 def test_onednn_product_of_a_tall_weight_is_f_linear_within_float32_rounding(rows, bias):
     torch.manual_seed(0)
     weight, b = torch.randn(1536, 576), torch.randn(1536) if bias else None
-    step = decoding.gather_linear(weight, b, 2)
+    step = decoding.gather_linear(weight, b, Products(2, onednn=True))
     assert step.onednn and step.blocks is None and step.weight.data_ptr() == weight.data_ptr()
     x = torch.randn(rows, 576)
     expected = torch.nn.functional.linear(x, weight, b)
@@ -296,19 +297,46 @@ def test_onednn_product_of_a_tall_weight_is_f_linear_within_float32_rounding(row
             torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)
 
 
-@needs_onednn
-def test_onednn_takes_only_tall_large_fp32_weights(monkeypatch):
+def test_onednn_takes_only_tall_large_fp32_weights():
+    def gather(weight, blocks=2):
+        return decoding.gather_linear(weight, None, Products(blocks, onednn=True))
+
     tall = torch.randn(1536, 576)
-    assert decoding.gather_linear(tall, None, 1).onednn  # one thread too: it beats MKL's gemv
-    wide = decoding.gather_linear(tall.t().contiguous(), None, 2)
+    assert gather(tall, blocks=1).onednn  # one thread too: it beats MKL's gemv
+    wide = gather(tall.t().contiguous())
     assert not wide.onednn and wide.blocks is not None
-    small = decoding.gather_linear(torch.randn(512, 256), None, 2)  # oneDNN was slower there
+    small = gather(torch.randn(512, 256))  # oneDNN was slower there
     assert not small.onednn and small.blocks is not None
-    assert not decoding.gather_linear(tall.bfloat16(), None, 2).onednn
-    assert not decoding.gather_linear(tall.t().contiguous().t(), None, 2).onednn
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")
-    off = decoding.gather_linear(tall, None, 2)
+    assert not gather(tall.bfloat16()).onednn
+    assert not gather(tall.t().contiguous().t()).onednn
+    off = decoding.gather_linear(tall, None, Products(2, onednn=False))
     assert not off.onednn and off.blocks is not None
+
+
+def test_cache_sizes_parse_as_sysfs_writes_them():
+    assert decoding.cache_size_bytes("32768K\n") == 32 * 2**20
+    assert decoding.cache_size_bytes("1M") == 2**20
+    assert decoding.cache_size_bytes("512") == 512
+
+
+def test_plans_take_onednn_only_for_weights_that_exceed_the_last_level_cache(monkeypatch):
+    import formerkit
+
+    model = formerkit.create_model("llama", vocab_size=4096, d_model=64, n_heads=4,
+                                   n_kv_heads=2, n_layers=2, d_ff=128, max_seq_len=32)
+    stack, head = model.model.encoder, model.lm_head
+    total = 4 * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    monkeypatch.setattr(decoding, "_has_onednn_linear", lambda: True)
+    monkeypatch.setattr(decoding, "last_level_cache_bytes", lambda: total)  # fits: no oneDNN
+    assert not DecodingPlan.build(stack, head=head).products.onednn
+    stack_bytes = total - 4 * head.weight.numel()
+    monkeypatch.setattr(decoding, "last_level_cache_bytes", lambda: stack_bytes)
+    assert not DecodingPlan.build(stack).products.onednn  # the layers alone fit
+    plan = DecodingPlan.build(stack, head=head)  # with the head they do not
+    assert plan.products.onednn and plan.head.onednn  # (4096, 64): tall, 2^18 elements
+    assert not plan.layers[0].ff_in[0].onednn  # (128, 64): too small, blocked or plain
+    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")
+    assert not DecodingPlan.build(stack, head=head).products.onednn
 
 
 BLOCKED_MODELS = {  # wide enough that most weights take the blocked product
@@ -328,7 +356,7 @@ def test_blocked_step_keeps_the_logits_of_the_module_path_bit_for_bit(name, bloc
     """Left-padded rows, the LM head included: blocked step logits == module-path logits."""
     import formerkit
 
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")  # the (1024, 384) feed-forward layers are tall
+    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")  # the machine's cache may be smaller than these
     monkeypatch.setattr(decoding, "step_blocks", lambda: blocks)
     torch.manual_seed(0)
     model = formerkit.create_model(name, **BLOCKED_MODELS[name]).eval()
@@ -336,18 +364,19 @@ def test_blocked_step_keeps_the_logits_of_the_module_path_bit_for_bit(name, bloc
     runs = _decode_with_and_without_step(model, prompt,
                                          [[[3], [7]], [[11], [2]], [[5], [5]], [[9], [4]]])
     step = runs[True][1].extras["step"]
-    assert step.plan.blocks == blocks and step.head.blocks is not None
+    assert step.plan.products == (blocks, False) and step.head.blocks is not None
     assert step.plan.layers[0].ff_out.blocks is not None  # the widest weights are blocked
     assert torch.equal(runs[True][0], runs[False][0])
 
 
 @needs_onednn
 @pytest.mark.parametrize("name", list(BLOCKED_MODELS))
-def test_onednn_step_keeps_the_module_path_within_float32_rounding(name):
+def test_onednn_step_keeps_the_module_path_within_float32_rounding(name, monkeypatch):
     """Tall feed-forward layers and LM head on oneDNN, the rest blocked: the step's logits are
     the module path's within float32 rounding, and greedy picks the same tokens."""
     import formerkit
 
+    monkeypatch.setattr(decoding, "last_level_cache_bytes", lambda: 2**20)  # weights stream
     torch.manual_seed(0)
     model = formerkit.create_model(name, **{**BLOCKED_MODELS[name], "vocab_size": 2048}).eval()
     prompt = torch.randint(3, 2048, (2, 6))

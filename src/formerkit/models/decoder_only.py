@@ -23,7 +23,6 @@ from formerkit.nn import KVCache, causal_mask, make_attention_mask, padding_mask
 from formerkit.nn.decoding import (
     DecodingPlan,
     StepLinear,
-    gather_module,
     step_linear,
 )
 
@@ -109,16 +108,15 @@ class TokenStep(NamedTuple):
     @classmethod
     def build(cls, backbone: DecoderBackbone, head: nn.Module) -> TokenStep | None:
         """``None`` where some part must run as a module (see ``DecodingPlan.build``)."""
-        plan = DecodingPlan.build(backbone.encoder)
-        head_step = gather_module(head, plan.blocks) if plan is not None else None
-        if head_step is None or head.bias is not None:
+        plan = DecodingPlan.build(backbone.encoder, head=head)
+        if plan is None or plan.head is None or head.bias is not None:
             return None
-        return cls(plan, backbone.step_embedder(), head_step)
+        return cls(plan, backbone.step_embedder(), plan.head)
 
     def logits(self, tokens: torch.Tensor, positions: torch.Tensor | int, cache: KVCache,
                attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Equals ``lm_head(backbone(tokens[:, None], attention_mask, positions, cache))`` bit
-        for bit: (B,) ids -> float (B, V)."""
+        """Equals ``lm_head(backbone(tokens[:, None], attention_mask, positions, cache))`` (as
+        ``DecodingPlan.step`` does): (B,) ids -> float (B, V)."""
         x, rotary = self.embed(tokens, positions)
         mask = padding_mask(attention_mask) if attention_mask is not None else None
         hidden = self.plan.step(x, cache, mask, rotary=rotary)

@@ -37,7 +37,7 @@ from formerkit.nn import (
     check_length,
     make_attention_mask,
 )
-from formerkit.nn.decoding import DecodingPlan, StepLinear, gather_module, step_linear
+from formerkit.nn.decoding import DecodingPlan, StepLinear, step_linear
 from formerkit.nn.position import LAYOUTS
 
 
@@ -373,18 +373,17 @@ class TargetStep(NamedTuple):
     @classmethod
     def build(cls, model: TransformerForSeq2Seq) -> TargetStep | None:
         """``None`` where some part must run as a module (see ``DecodingPlan.build``)."""
-        plan = DecodingPlan.build(model.model.decoder)
-        head = gather_module(model.lm_head, plan.blocks) if plan is not None else None
-        if head is None:
+        plan = DecodingPlan.build(model.model.decoder, head=model.lm_head)
+        if plan is None or plan.head is None:
             return None
         inner = model.model
         return cls(plan, inner.tgt_embed.weight, inner.embed_scale, inner.positions.table,
-                   head, model.final_logits_bias)
+                   plan.head, model.final_logits_bias)
 
     def logits(self, tokens: torch.Tensor, position: int, cache: KVCache,
                memory_mask: torch.Tensor | None) -> torch.Tensor:
-        """Equals ``logits(decode(tokens[:, None], ...))`` at cache position ``position`` bit
-        for bit: (N,) ids -> float (N, V)."""
+        """Equals ``logits(decode(tokens[:, None], ...))`` at cache position ``position`` (as
+        ``DecodingPlan.step`` does): (N,) ids -> float (N, V)."""
         x = F.embedding(tokens, self.embed_weight) * self.embed_scale \
             + self.position_table[position]  # (N, D)
         hidden = self.plan.step(x, cache, memory_mask=memory_mask)

@@ -18,11 +18,11 @@ module (LoRA or another wrapper, a hook, the ``math`` or ``linear`` backend), ``
 
 Batch-1 decoding reads every weight once per token, so its speed is that of the one-row matrix
 products, and ``F.linear`` (MKL) runs those on one thread at about a third of the memory
-bandwidth. On the CPU, for up to 4 rows, ``step_linear`` runs a tall weight (out >= 2 in: the
-LM head, the feed-forward's first layers) through oneDNN's product, within float32 rounding of
-``F.linear``, and any other as a batched product over row blocks of the weight, one block per
-thread, which gives ``F.linear``'s bits. ``FORMERKIT_ONEDNN=0`` keeps every product to those
-bits.
+bandwidth. On the CPU, for up to 4 rows, ``step_linear`` runs them as a batched product over
+row blocks of the weight, one block per thread, which gives ``F.linear``'s bits; where the
+weights exceed the last-level cache, a tall weight (out >= 2 in: the LM head, the
+feed-forward's first layers) goes through oneDNN's product instead, within float32 rounding of
+``F.linear`` (``step_products``). ``FORMERKIT_ONEDNN=0`` keeps every product to its bits.
 
 ``_layers_step`` is compiled once per process with TorchScript, which runs the same ATen
 operations without Python's per-operation cost (8-9% of a CPU decoding step of a SmolLM-135M
@@ -37,6 +37,7 @@ Build one per decoding run.
 """
 
 import functools
+import glob
 import os
 import platform
 import warnings
@@ -114,12 +115,23 @@ def _activate(x: Tensor, name: str) -> Tensor:
 # matrices is a loop with another summation order.
 BLOCK_MIN_ELEMENTS = 2**15
 
-# oneDNN's one-row kernel reads a tall fp32 weight faster still: on the 2-core CI machine, for
-# 1 to 4 rows, 1.2-1.4x the blocked product for the SmolLM-135M shapes' (1536, 576) and
-# (49152, 576), GPT's (1536, 384) and a seq2seq output layer's (8000, 256); about even at
-# (1152, 384), slower for square, wide and smaller weights (0.8-0.96x at (512, 256)), which stay
-# blocked. Its summation order is not MKL's: results are within float32 rounding, not bit-equal.
+# oneDNN's one-row kernel reads a tall fp32 weight from memory faster still: on the 2-core CI
+# machine, for 1 to 4 rows, 1.2-1.4x the blocked product for weights streamed from memory of
+# the SmolLM-135M shapes (1536, 576) and (49152, 576), GPT's (1536, 384) and (8000, 256); about
+# even at (1152, 384), slower for square, wide and smaller weights (0.8-0.96x at (512, 256)),
+# which stay blocked. From the cache it is not faster: a step whose weights fit the last-level
+# cache (the seq2seq benchmark's, 16 MB of 32) ran 7% slower with it, so a plan takes it only
+# for weights that exceed that cache. Its summation order is not MKL's: its results are within
+# float32 rounding of F.linear, not bit-equal.
 ONEDNN_MIN_ELEMENTS = 2**18
+
+
+class Products(NamedTuple):
+    """How a plan runs its few-row products: at most ``blocks`` row blocks per weight, and
+    tall weights on oneDNN's kernel or not."""
+
+    blocks: int
+    onednn: bool
 
 
 def step_linear(x: Tensor, layer: StepLinear) -> Tensor:
@@ -157,28 +169,57 @@ def _has_onednn_linear() -> bool:
                                                             "_linear_pointwise")
 
 
-def _onednn_pays(weight: Tensor) -> bool:
-    """A tall fp32 CPU weight of at least ``ONEDNN_MIN_ELEMENTS``, oneDNN present and not
-    turned off with ``FORMERKIT_ONEDNN=0``."""
-    out_features, in_features = weight.shape
-    return (out_features >= 2 * in_features and weight.numel() >= ONEDNN_MIN_ELEMENTS
-            and os.environ.get("FORMERKIT_ONEDNN", "1") != "0" and _has_onednn_linear())
+def cache_size_bytes(text: str) -> int:
+    """A sysfs cache size ("32768K", "1M", "512") in bytes."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    text = text.strip()
+    return int(text[:-1]) * units[text[-1]] if text[-1:] in units else int(text)
 
 
-def gather_linear(weight: Tensor, bias: Tensor | None, blocks: int) -> StepLinear:
+@functools.cache
+def last_level_cache_bytes() -> int:
+    """The size of the CPU's largest cache (Linux sysfs), or 32 MiB where it is unknown."""
+    sizes = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            with open(path) as file:
+                sizes.append(cache_size_bytes(file.read()))
+        except (OSError, ValueError):
+            continue
+    return max(sizes, default=32 * 2**20)
+
+
+def step_products(modules: list[nn.Module], blocks: int | None = None) -> Products:
+    """The products for a step over ``modules``' linear layers: ``blocks`` (default
+    ``step_blocks()``) row blocks, and oneDNN for their tall weights where those weights
+    together exceed the last-level cache (read from memory every token), oneDNN is in this
+    PyTorch, and ``FORMERKIT_ONEDNN`` is not ``0``."""
+    blocks = step_blocks() if blocks is None else blocks
+    weights = {id(m.weight): m.weight for module in modules for m in module.modules()
+               if isinstance(m, nn.Linear)}  # a tied head counts once
+    streamed = sum(w.numel() * w.element_size() for w in weights.values()) \
+        > last_level_cache_bytes()
+    onednn = streamed and os.environ.get("FORMERKIT_ONEDNN", "1") != "0" \
+        and _has_onednn_linear()
+    return Products(blocks, onednn)
+
+
+def gather_linear(weight: Tensor, bias: Tensor | None, products: Products) -> StepLinear:
     """The step's view of a (out, in) weight and its bias, for few-row inputs: on oneDNN's
-    product where that pays (``_onednn_pays``), else split into at most ``blocks`` row blocks
-    where that pays: an fp32 weight on the CPU, blocks of at least ``BLOCK_MIN_ELEMENTS``
-    elements and of a multiple of 16 rows (MKL's kernels then round each output as they do for
-    the whole weight: checked for every such width up to 392 and some wider, with 1 to 4 rows;
-    an odd width is not). Unsplit where neither applies."""
-    out_features = weight.shape[0]
+    product for a tall weight (out >= 2 in, at least ``ONEDNN_MIN_ELEMENTS``) where
+    ``products.onednn``, else split into at most ``products.blocks`` row blocks where that
+    pays: an fp32 weight on the CPU, blocks of at least ``BLOCK_MIN_ELEMENTS`` elements and of
+    a multiple of 16 rows (MKL's kernels then round each output as they do for the whole
+    weight: checked for every such width up to 392 and some wider, with 1 to 4 rows; an odd
+    width is not). Unsplit where neither applies."""
+    out_features, in_features = weight.shape
     if weight.device.type != "cpu" or weight.dtype != torch.float32 \
             or not weight.is_contiguous():
         return StepLinear(weight, bias, None, None, False)
-    if _onednn_pays(weight):
+    if products.onednn and out_features >= 2 * in_features \
+            and weight.numel() >= ONEDNN_MIN_ELEMENTS:
         return StepLinear(weight, bias, None, None, True)
-    blocks = min(blocks, weight.numel() // BLOCK_MIN_ELEMENTS)
+    blocks = min(products.blocks, weight.numel() // BLOCK_MIN_ELEMENTS)
     while blocks > 1 and out_features % (16 * blocks):
         blocks -= 1
     if blocks < 2:
@@ -271,57 +312,58 @@ def _gather_norm(module: nn.Module, rms: bool) -> _Norm | None:
     return _Norm(module.weight, module.bias, module.eps)
 
 
-def gather_module(module: nn.Module, blocks: int) -> StepLinear | None:
+def gather_module(module: nn.Module, products: Products) -> StepLinear | None:
     """A plain ``nn.Linear``'s ``gather_linear``; ``None`` for anything else (LoRA, hooks)."""
-    return gather_linear(module.weight, module.bias, blocks) if _plain(module, nn.Linear) \
-        else None
+    return gather_linear(module.weight, module.bias, products) \
+        if _plain(module, nn.Linear) else None
 
 
-def _gather_linears(blocks: int, *modules: nn.Module) -> list[StepLinear] | None:
-    linears = [gather_module(module, blocks) for module in modules]
+def _gather_linears(products: Products, *modules: nn.Module) -> list[StepLinear] | None:
+    linears = [gather_module(module, products) for module in modules]
     return None if any(linear is None for linear in linears) else linears
 
 
-def _attention_parts(attn: nn.Module, blocks: int
+def _attention_parts(attn: nn.Module, products: Products
                      ) -> tuple[list[StepLinear], StepLinear] | None:
     if type(attn) is not MultiHeadAttention or attn.backend != "sdpa":
         return None
     if attn.cross:
-        inputs = _gather_linears(blocks, attn.q_proj)
+        inputs = _gather_linears(products, attn.q_proj)
     elif attn.fused_qkv:
-        inputs = _gather_linears(blocks, attn.qkv_proj)
+        inputs = _gather_linears(products, attn.qkv_proj)
     else:
-        inputs = _gather_linears(blocks, attn.q_proj, attn.k_proj, attn.v_proj)
-    out = gather_module(attn.out_proj, blocks)
+        inputs = _gather_linears(products, attn.q_proj, attn.k_proj, attn.v_proj)
+    out = gather_module(attn.out_proj, products)
     return None if inputs is None or out is None else (inputs, out)
 
 
-def _ff_parts(ff: nn.Module, blocks: int) -> tuple[list[StepLinear], StepLinear] | None:
+def _ff_parts(ff: nn.Module, products: Products) -> tuple[list[StepLinear], StepLinear] | None:
     if type(ff) is FeedForward:
-        inputs, out = _gather_linears(blocks, ff.fc1), gather_module(ff.fc2, blocks)
+        inputs, out = _gather_linears(products, ff.fc1), gather_module(ff.fc2, products)
     elif type(ff) is GatedFeedForward:
-        inputs = _gather_linears(blocks, ff.gate_proj, ff.up_proj)
-        out = gather_module(ff.down_proj, blocks)
+        inputs = _gather_linears(products, ff.gate_proj, ff.up_proj)
+        out = gather_module(ff.down_proj, products)
     else:
         return None
     return None if inputs is None or out is None else (inputs, out)
 
 
-def _gather(layer: nn.Module, rms: bool, blocks: int) -> _Layer | None:
+def _gather(layer: nn.Module, rms: bool, products: Products) -> _Layer | None:
     """The layer's tensors, or ``None`` if any part needs its module call."""
     decoder = _plain(layer, DecoderLayer)
     if not (decoder or _plain(layer, EncoderLayer)):
         return None
     if layer.ff.activation_name not in _STEP_ACTIVATIONS:
         return None
-    attention, ff = _attention_parts(layer.self_attn, blocks), _ff_parts(layer.ff, blocks)
+    attention = _attention_parts(layer.self_attn, products)
+    ff = _ff_parts(layer.ff, products)
     attn_norm = _gather_norm(layer.norm1, rms)
     ff_norm = _gather_norm(layer.norm3 if decoder else layer.norm2, rms)
     if attention is None or ff is None or attn_norm is None or ff_norm is None:
         return None
     cross_norm = cross_q = cross_out = None
     if decoder:
-        cross = _attention_parts(layer.cross_attn, blocks)
+        cross = _attention_parts(layer.cross_attn, products)
         cross_norm = _gather_norm(layer.norm2, rms)
         if cross is None or cross_norm is None:
             return None
@@ -350,9 +392,9 @@ class DecodingPlan:
     """
 
     def __init__(self, stack: nn.Module, layers: list[_Layer], final_norm: _Norm | None,
-                 blocks: int = 1) -> None:
+                 products: Products, head: StepLinear | None = None) -> None:
         self.stack, self.layers, self.final_norm = stack, layers, final_norm
-        self.blocks = blocks  # row blocks per weight (gather_linear), for the caller's head too
+        self.products, self.head = products, head  # head: the output layer's, for callers
         first = stack.layers[0]
         attn = first.self_attn
         self.norm_first = first.norm_first
@@ -363,18 +405,20 @@ class DecodingPlan:
         self.run_layers = compiled_layers_step()
 
     @classmethod
-    def build(cls, stack: nn.Module, blocks: int | None = None) -> "DecodingPlan | None":
-        """A plan for ``stack``, or ``None`` when some part must run as a module (LoRA or
-        another wrapper, a hook, a norm or feed-forward of another kind, the ``math`` or
-        ``linear`` backend); callers then run the modules. ``blocks``: row blocks of each
-        weight for few-row products (see ``gather_linear``); default ``step_blocks()``."""
-        blocks = step_blocks() if blocks is None else blocks
+    def build(cls, stack: nn.Module, blocks: int | None = None,
+              head: nn.Module | None = None) -> "DecodingPlan | None":
+        """A plan for ``stack`` and its output layer ``head`` (``plan.head``; the caller applies
+        it), or ``None`` when some part must run as a module (LoRA or another wrapper, a hook,
+        a norm or feed-forward of another kind, the ``math`` or ``linear`` backend); callers
+        then run the modules. ``blocks``: row blocks of each weight for few-row products (see
+        ``step_products``)."""
         if type(stack) not in (Encoder, Decoder) or not len(stack.layers):
             return None
         if not _uniform(list(stack.layers)):
             return None
         rms = type(stack.layers[0].norm1) is RMSNorm
-        layers = [_gather(layer, rms, blocks) for layer in stack.layers]
+        products = step_products([stack] if head is None else [stack, head], blocks)
+        layers = [_gather(layer, rms, products) for layer in stack.layers]
         if any(layer is None for layer in layers):
             return None
         final_norm = None
@@ -382,7 +426,12 @@ class DecodingPlan:
             final_norm = _gather_norm(stack.norm, rms)
             if final_norm is None:
                 return None
-        return cls(stack, layers, final_norm, blocks)
+        head_step = None
+        if head is not None:
+            head_step = gather_module(head, products)
+            if head_step is None:
+                return None
+        return cls(stack, layers, final_norm, products, head_step)
 
     def step(self, x: Tensor, cache: KVCache, mask: Tensor | None = None, *,
              rotary: tuple[Tensor, Tensor] | None = None,
