@@ -61,11 +61,11 @@ def linear_layers_tokens_per_s(model: torch.nn.Module, steps: int) -> dict[str, 
     rows = {m.in_features: torch.randn(1, m.in_features, dtype=m.weight.dtype,
                                        device=m.weight.device) for m in linears}
     products = decoding.step_products([model])
-    blocked = [decoding.gather_module(m, products) for m in linears]
+    gathered = [decoding.gather_module(m, products) for m in linears]
     runs = {
         "F.linear": lambda: [linear(rows[linear.in_features]) for linear in linears],
         "formerkit": lambda: [decoding.step_linear(rows[layer.weight.shape[1]], layer)
-                              for layer in blocked],
+                              for layer in gathered],
         "memory": lambda: [linear.weight.sum() for linear in linears],
     }
     rates = {}

@@ -20,11 +20,7 @@ from formerkit.generation import DecodingState
 from formerkit.models.base import ModelOutput
 from formerkit.models.heads import classification_loss
 from formerkit.nn import KVCache, causal_mask, make_attention_mask, padding_mask
-from formerkit.nn.decoding import (
-    DecodingPlan,
-    StepLinear,
-    step_linear,
-)
+from formerkit.nn.decoding import DecodingPlan, StepLinear, step_linear
 
 Rotary = tuple[torch.Tensor, torch.Tensor]
 # (tokens (B,), positions (B,) or int) -> (stack input (B, D), rotary (cos, sin) or None)

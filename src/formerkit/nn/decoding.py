@@ -25,8 +25,8 @@ feed-forward's first layers) goes through oneDNN's product instead, within float
 ``F.linear`` (``step_products``). ``FORMERKIT_ONEDNN=0`` keeps every product to its bits.
 
 ``_layers_step`` is compiled once per process with TorchScript, which runs the same ATen
-operations without Python's per-operation cost (8-9% of a CPU decoding step of a SmolLM-135M
-shape, within 5% either way for small models; ``benchmarks/bench_decoding_step.py``) and
+operations without Python's per-operation cost (7-15% of a CPU decoding step of a SmolLM-135M
+shape, within 8% either way for small models; ``benchmarks/bench_decoding_step.py``) and
 compiles in milliseconds, where ``torch.compile`` takes seconds. TorchScript is deprecated:
 where it is missing or fails, or with ``FORMERKIT_TORCHSCRIPT=0``, the same function runs as
 Python, with the same results.
@@ -138,11 +138,12 @@ def step_linear(x: Tensor, layer: StepLinear) -> Tensor:
     """``F.linear(x, weight, bias)`` for x (B, in): bit for bit, or within float32 rounding
     where ``layer.onednn``."""
     blocks, rows = layer.blocks, x.shape[0]
-    if layer.onednn and rows <= 4:  # literals: TorchScript reads no globals
+    few_rows = rows <= 4  # a literal: TorchScript reads no globals
+    if layer.onednn and few_rows:
         no_scalars = torch.jit.annotate(list[int | float | complex | None], [])
         return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none",
                                                   no_scalars, "")
-    if blocks is not None and rows <= 4:
+    if blocks is not None and few_rows:
         x_per_block = x.unsqueeze(0).expand(blocks.shape[0], rows, x.shape[1])
         block_bias = layer.block_bias
         if block_bias is None:
