@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from formerkit.models.gpt import GPTConfig, GPTForCausalLM
-from formerkit.nn import Decoder, Encoder, KVCache, RotaryEmbedding, decoding, padding_mask
+from formerkit.nn import Decoder, Encoder, KVCache, RotaryEmbedding, decoding, linear, padding_mask
 from formerkit.nn.decoding import DecodingPlan, Products
 from formerkit.nn.lora import apply_lora
 
@@ -275,7 +275,7 @@ def test_blocked_linear_applies_only_where_it_pays():
     assert blocks(small, 2) is None
 
 
-needs_onednn = pytest.mark.skipif(not decoding._has_onednn_linear(),
+needs_onednn = pytest.mark.skipif(not linear.has_onednn_linear(),
                                   reason="this PyTorch has no oneDNN linear (x86 builds do)")
 
 
@@ -326,7 +326,7 @@ def test_plans_take_onednn_only_for_weights_that_exceed_the_last_level_cache(mon
                                    n_kv_heads=2, n_layers=2, d_ff=128, max_seq_len=32)
     stack, head = model.model.encoder, model.lm_head
     total = 4 * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    monkeypatch.setattr(decoding, "_has_onednn_linear", lambda: True)
+    monkeypatch.setattr(linear, "has_onednn_linear", lambda: True)
     monkeypatch.setattr(decoding, "last_level_cache_bytes", lambda: total)  # fits: no oneDNN
     assert not DecodingPlan.build(stack, head=head).products.onednn
     stack_bytes = total - 4 * head.weight.numel()

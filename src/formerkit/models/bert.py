@@ -33,6 +33,7 @@ from formerkit.nn import (
     make_attention_mask,
     positions,
 )
+from formerkit.nn.linear import apply_linear
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -195,7 +196,8 @@ class BertLMHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, T, V) logits."""
-        return self.decoder(self.norm(self.activation(self.dense(x))))
+        hidden = self.norm(self.activation(apply_linear(self.dense, x)))
+        return apply_linear(self.decoder, hidden)
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from formerkit.models.base import ModelOutput
 from formerkit.models.heads import classification_loss
 from formerkit.nn import KVCache, causal_mask, make_attention_mask, padding_mask
 from formerkit.nn.decoding import DecodingPlan, StepLinear, step_linear
+from formerkit.nn.linear import apply_linear
 
 Rotary = tuple[torch.Tensor, torch.Tensor]
 # (tokens (B,), positions (B,) or int) -> (stack input (B, D), rotary (cos, sin) or None)
@@ -153,7 +154,7 @@ class CausalLMMixin:
         """
         out = self.backbone(input_ids, attention_mask, position_ids, past_key_values,
                             use_cache, output_attentions)
-        logits = self.lm_head(out.last_hidden_state)  # (B, T, V)
+        logits = apply_linear(self.lm_head, out.last_hidden_state)  # (B, T, V)
         loss = None
         if labels is not None:
             # Shift the labels rather than the logits: no copy of the (B, T, V) tensor.
@@ -204,7 +205,8 @@ class CausalLMMixin:
             positions = past if position_ids is None else position_ids[:, 0]
             return step.logits(new_tokens[:, 0], positions, state.cache, mask)  # (N, V)
         hidden = self.backbone(new_tokens, mask, position_ids, state.cache).last_hidden_state
-        return self.lm_head(hidden[:, -1]).float()  # (N, V): the head on the last position only
+        # (N, V): the head on the last position only
+        return apply_linear(self.lm_head, hidden[:, -1]).float()
 
 
 def last_token_logits(hidden: torch.Tensor, input_ids: torch.Tensor, pad_token_id: int | None,

@@ -38,6 +38,7 @@ from formerkit.nn import (
     make_attention_mask,
 )
 from formerkit.nn.decoding import DecodingPlan, StepLinear, step_linear
+from formerkit.nn.linear import apply_linear
 from formerkit.nn.position import LAYOUTS
 
 
@@ -269,7 +270,7 @@ class TransformerForSeq2Seq(PreTrainedModel, GenerationMixin):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., D) -> logits (..., V)."""
-        logits = self.lm_head(hidden)
+        logits = apply_linear(self.lm_head, hidden)
         if self.final_logits_bias is not None:
             logits = logits + self.final_logits_bias
         return logits

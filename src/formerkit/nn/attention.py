@@ -17,25 +17,10 @@ from torch import nn
 
 from formerkit.nn.cache import LayerCache
 from formerkit.nn.functional import apply_rotary, attend_one_query
+from formerkit.nn.linear import apply_linear
 from formerkit.nn.masks import causal_mask, sliding_window_mask
 
 BACKENDS = ("sdpa", "math", "linear")
-
-
-def _plain(module: nn.Module, cls: type[nn.Module]) -> bool:
-    """True when ``module`` is exactly ``cls`` (no subclass or wrapper) and has no hooks."""
-    return type(module) is cls and not (module._forward_hooks or module._forward_pre_hooks)
-
-
-def apply_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)``; for a plain ``nn.Linear`` without hooks, ``F.linear`` directly.
-
-    Skipping ``nn.Module.__call__`` matters only where per-call overhead rivals the arithmetic:
-    one token at a time while decoding. LoRA and other wrapped layers are called as modules.
-    """
-    if _plain(layer, nn.Linear):
-        return F.linear(x, layer.weight, layer.bias)
-    return layer(x)
 
 
 def scaled_dot_product_attention(
@@ -231,19 +216,20 @@ class MultiHeadAttention(nn.Module):
         """Keys and values (B, Hkv, S, K) of ``source`` (B, S, D)."""
         kv_width = self.n_kv_heads * self.head_dim
         if self.fused_qkv:
-            k, v = self.kv_proj(source).split(kv_width, dim=-1)
+            k, v = apply_linear(self.kv_proj, source).split(kv_width, dim=-1)
         else:
-            k, v = self.k_proj(source), self.v_proj(source)
+            k, v = apply_linear(self.k_proj, source), apply_linear(self.v_proj, source)
         return self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Self-attention queries (B, H, T, K), keys and values (B, Hkv, T, K) of x (B, T, D)."""
         if self.fused_qkv:
             kv_width = self.n_kv_heads * self.head_dim
-            q, k, v = self.qkv_proj(x).split([self.n_heads * self.head_dim, kv_width, kv_width],
-                                             dim=-1)
+            widths = [self.n_heads * self.head_dim, kv_width, kv_width]
+            q, k, v = apply_linear(self.qkv_proj, x).split(widths, dim=-1)
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+            q, k, v = (apply_linear(self.q_proj, x), apply_linear(self.k_proj, x),
+                       apply_linear(self.v_proj, x))
         return (self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads),
                 self._heads(v, self.n_kv_heads))
 
@@ -274,7 +260,7 @@ class MultiHeadAttention(nn.Module):
         """
         batch, length, _ = x.shape
         if self.cross:
-            q = self._heads(self.q_proj(x), self.n_heads)
+            q = self._heads(apply_linear(self.q_proj, x), self.n_heads)
             if cache is not None and cache.cross_k is not None:
                 k, v = cache.cross_k, cache.cross_v
             else:
@@ -307,4 +293,4 @@ class MultiHeadAttention(nn.Module):
                 dropout_p=dropout_p, is_causal=is_causal and not self.cross,
                 backend=self.backend, need_weights=need_weights)
         out = out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim)
-        return self.out_proj(out), weights  # (B, T, D)
+        return apply_linear(self.out_proj, out), weights  # (B, T, D)

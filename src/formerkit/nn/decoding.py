@@ -39,7 +39,6 @@ Build one per decoding run.
 import functools
 import glob
 import os
-import platform
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple  # noqa: UP035  (TorchScript)
@@ -48,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from formerkit.nn.attention import MultiHeadAttention, _plain
+from formerkit.nn.attention import MultiHeadAttention
 from formerkit.nn.cache import KVCache
 from formerkit.nn.functional import apply_rotary, attend_one_query, rms_norm
 from formerkit.nn.layers import (
@@ -59,6 +58,7 @@ from formerkit.nn.layers import (
     FeedForward,
     GatedFeedForward,
 )
+from formerkit.nn.linear import _plain, onednn_allowed, onednn_linear
 from formerkit.nn.norms import RMSNorm
 
 # This module avoids ``from __future__ import annotations``: TorchScript reads the annotations.
@@ -140,9 +140,7 @@ def step_linear(x: Tensor, layer: StepLinear) -> Tensor:
     blocks, rows = layer.blocks, x.shape[0]
     few_rows = rows <= 4  # a literal: TorchScript reads no globals
     if layer.onednn and few_rows:
-        no_scalars = torch.jit.annotate(list[int | float | complex | None], [])
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none",
-                                                  no_scalars, "")
+        return onednn_linear(x, layer.weight, layer.bias)
     if blocks is not None and few_rows:
         x_per_block = x.unsqueeze(0).expand(blocks.shape[0], rows, x.shape[1])
         block_bias = layer.block_bias
@@ -159,15 +157,6 @@ def step_linear(x: Tensor, layer: StepLinear) -> Tensor:
 def step_blocks() -> int:
     """Row blocks per weight for the step (at most): one per intra-op thread."""
     return torch.get_num_threads()
-
-
-@functools.cache
-def _has_onednn_linear() -> bool:
-    """oneDNN's linear kernel is in this PyTorch (its x86 CPU builds)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False  # measured on x86 only
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
-                                                            "_linear_pointwise")
 
 
 def cache_size_bytes(text: str) -> int:
@@ -200,8 +189,7 @@ def step_products(modules: list[nn.Module], blocks: int | None = None) -> Produc
                if isinstance(m, nn.Linear)}  # a tied head counts once
     streamed = sum(w.numel() * w.element_size() for w in weights.values()) \
         > last_level_cache_bytes()
-    onednn = streamed and os.environ.get("FORMERKIT_ONEDNN", "1") != "0" \
-        and _has_onednn_linear()
+    onednn = streamed and onednn_allowed()
     return Products(blocks, onednn)
 
 

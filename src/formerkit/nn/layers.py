@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from formerkit.nn.attention import MultiHeadAttention
 from formerkit.nn.cache import KVCache
+from formerkit.nn.linear import apply_linear
 from formerkit.nn.norms import make_norm
 
 Rotary = tuple[torch.Tensor, torch.Tensor]
@@ -58,7 +59,8 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(_drop(self.dropout, self.activation(self.fc1(x))))
+        hidden = self.activation(apply_linear(self.fc1, x))
+        return apply_linear(self.fc2, _drop(self.dropout, hidden))
 
 
 class GatedFeedForward(nn.Module):
@@ -79,8 +81,9 @@ class GatedFeedForward(nn.Module):
         self.dropout = nn.Dropout(activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.activation(self.gate_proj(x)) * self.up_proj(x)
-        return self.down_proj(_drop(self.dropout, hidden))
+        gate, up = apply_linear(self.gate_proj, x), apply_linear(self.up_proj, x)
+        hidden = self.activation(gate) * up
+        return apply_linear(self.down_proj, _drop(self.dropout, hidden))
 
 
 def make_feed_forward(kind: str, d_model: int, d_ff: int, *, activation: str,

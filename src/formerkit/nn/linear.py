@@ -1,0 +1,122 @@
+"""The dense product x W^T + b of every linear layer in the blocks, on the faster CPU kernel.
+
+PyTorch runs ``F.linear`` in float32 on the CPU through MKL. On the CI machine's AMD EPYC
+(2 cores), oneDNN's kernel for the same product is faster for the shapes that training and
+prompt processing run: at 512 rows, the SmolLM-135M layer shapes ran their forward product
+1.1-1.4x and their input-gradient product (g W) 1.05-1.35x faster, and a whole training step
+of that model 1.19x (``benchmarks/bench_llama.py``). It is slower for small products (about
+20 us of fixed cost: 0.3-1.0x under about 5M multiply-adds) and no faster for the weight
+gradient (g^T x), which stays on MKL. Its summation order is not MKL's: results are within
+float32 rounding of ``F.linear``, not bit-equal.
+
+``linear`` takes oneDNN's kernel for fp32 CPU products of at least ``ONEDNN_MIN_MACS``
+multiply-adds, outside autocast, tracing, scripting, ``torch.compile``/``torch.export`` and
+functorch transforms (which need ``F.linear``'s own graph), where this PyTorch has the kernel
+(its x86 builds) and ``FORMERKIT_ONEDNN`` is not ``0``; every other product is ``F.linear``.
+Batch-1 decoding has its own product choice (``formerkit.nn.decoding.step_linear``).
+
+This module avoids ``from __future__ import annotations``: TorchScript compiles ``onednn_linear``
+into the decoding step and reads its annotations.
+"""
+
+import functools
+import os
+import platform
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Under a few million multiply-adds oneDNN's fixed cost outweighs its faster inner loop: its
+# forward product measured 0.83-1.02x F.linear's speed from 2M to 5.3M multiply-adds (0.3-0.5x
+# under 1M) and 1.15-1.47x from 7M up (fp32, the 2-core CI machine).
+ONEDNN_MIN_MACS = 2**23
+
+
+@functools.cache
+def has_onednn_linear() -> bool:
+    """oneDNN's linear kernel is in this PyTorch (its x86 CPU builds)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False  # measured on x86 only
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
+                                                            "_linear_pointwise")
+
+
+def onednn_allowed() -> bool:
+    """oneDNN's kernel is in this PyTorch and ``FORMERKIT_ONEDNN`` does not turn it off."""
+    return os.environ.get("FORMERKIT_ONEDNN", "1") != "0" and has_onednn_linear()
+
+
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """oneDNN's x W^T + b for a 2-D x (no autograd): within float32 rounding of F.linear."""
+    no_scalars = torch.jit.annotate(list[int | float | complex | None], [])
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", no_scalars, "")
+
+
+def _functorch_active() -> bool:
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active()) if active is not None else False
+
+
+def _takes_onednn(x: Tensor, weight: Tensor) -> bool:
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or weight.dim() != 2:
+        return False  # before the size test, which a tracer would record
+    out_features, in_features = weight.shape
+    if x.numel() // max(in_features, 1) * in_features * out_features < ONEDNN_MIN_MACS:
+        return False  # most small products stop here
+    return (x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and weight.device.type == "cpu"
+            and weight.is_contiguous() and x.dim() >= 1 and x.shape[-1] == in_features
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and not _functorch_active() and onednn_allowed())
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """x W^T + b with oneDNN's forward and input-gradient products and MKL's weight gradient."""
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        return onednn_linear(rows, weight, bias).view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, weight, bias = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        grad_rows = grad.reshape(-1, grad.shape[-1])  # (N, out)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:  # g W: oneDNN reads the transposed view without a copy
+            grad_x = onednn_linear(grad_rows, weight.t()).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            grad_weight = grad_rows.t().mm(x.reshape(-1, x.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_rows.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)``: on oneDNN's kernel where that is faster (see the module
+    docstring), within float32 rounding of F.linear, with the same gradients."""
+    if _takes_onednn(x, weight):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def _plain(module: nn.Module, cls: type[nn.Module]) -> bool:
+    """True when ``module`` is exactly ``cls`` (no subclass or wrapper) and has no hooks."""
+    return type(module) is cls and not (module._forward_hooks or module._forward_pre_hooks)
+
+
+def apply_linear(layer: nn.Module, x: Tensor) -> Tensor:
+    """``layer(x)``: for a plain ``nn.Linear`` without hooks, ``linear`` on its parameters;
+    LoRA and other wrapped or hooked layers run their own forward."""
+    if _plain(layer, nn.Linear):
+        return linear(x, layer.weight, layer.bias)
+    return layer(x)
