@@ -16,6 +16,7 @@ import formerkit.models as models  # noqa: E402
 from formerkit.export import benchmark_onnx, export_model  # noqa: E402
 from formerkit.models.registry import build_config  # noqa: E402
 from formerkit.models.timeseries.har import HARConfig, HARTransformer  # noqa: E402
+from formerkit.nn import linear  # noqa: E402
 
 
 def har_dir(tmp_path):
@@ -94,3 +95,26 @@ def test_export_rejects_unknown_format_and_exporter(tmp_path):
         export_model(run_dir, format="tflite")
     with pytest.raises(ValueError, match="exporter"):
         export_model(run_dir, exporter="jit")
+
+
+@pytest.mark.skipif(not linear.has_onednn_linear(),
+                    reason="this PyTorch has no oneDNN linear (x86 builds do)")
+def test_export_traces_f_linear_where_pytorch_runs_onednn(tmp_path, monkeypatch):
+    monkeypatch.setattr(linear, "ONEDNN_MIN_MACS", 1)  # every product of the tiny model
+    config = build_config("llama", "tiny")
+    torch.manual_seed(0)
+    model = models.LlamaForCausalLM(config).eval()
+    model.save_pretrained(tmp_path)
+    path = export_model(tmp_path, output=tmp_path / "text.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = torch.randint(3, config.vocab_size, (2, 9))
+    feed = {"input_ids": ids.numpy(), "attention_mask": np.ones((2, 9), dtype=np.int64)}
+    (got,) = session.run(["logits"], feed)
+    calls = []
+    original = linear._OneDNNLinear.apply
+    monkeypatch.setattr(linear._OneDNNLinear, "apply",
+                        lambda *args: calls.append(1) or original(*args))
+    with torch.no_grad():
+        expected = model(ids).logits
+    assert calls  # PyTorch ran oneDNN's products; the exported graph has F.linear's
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=0)

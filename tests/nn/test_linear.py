@@ -126,3 +126,29 @@ def test_a_llama_training_step_on_onednn_equals_the_f_linear_step(monkeypatch):
     torch.testing.assert_close(onednn_loss, loss, rtol=1e-6, atol=1e-6)
     for name, grad in grads.items():
         torch.testing.assert_close(onednn_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@needs_onednn
+def test_lora_runs_its_frozen_base_on_onednn_with_the_same_adapter_gradients(monkeypatch):
+    from formerkit.nn.lora import LoRALinear
+
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(576, 1536), rank=8, alpha=16)
+    torch.nn.init.normal_(layer.lora_B)  # a non-zero update, so its gradient reaches A
+    x = torch.randn(600, 576, requires_grad=True)
+
+    def run() -> list[torch.Tensor]:
+        for tensor in (x, layer.lora_A, layer.lora_B):
+            tensor.grad = None
+        out = layer(x)
+        out.square().mean().backward()
+        return [out.detach(), x.grad, layer.lora_A.grad, layer.lora_B.grad]
+
+    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")
+    expected = run()
+    monkeypatch.setenv("FORMERKIT_ONEDNN", "1")
+    got = run()
+    assert layer.base.weight.grad is None  # the base stays frozen
+    for mine, theirs in zip(got, expected, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(got[0], expected[0])  # oneDNN ran: its rounding differs

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from formerkit.nn.linear import apply_linear
+
 
 class LoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus a trainable rank-``r`` update.
@@ -65,7 +67,7 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         update = self.dropout(x) @ self.lora_A.t() @ self.lora_B.t()  # (..., out)
-        return self.base(x) + update * self.scale
+        return apply_linear(self.base, x) + update * self.scale
 
     def merged(self) -> nn.Linear:
         """A plain ``nn.Linear`` whose weight includes the update (trainable again)."""
