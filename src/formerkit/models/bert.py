@@ -34,6 +34,7 @@ from formerkit.nn import (
     positions,
 )
 from formerkit.nn.linear import apply_linear
+from formerkit.nn.losses import token_cross_entropy
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -202,8 +203,7 @@ class BertLMHead(nn.Module):
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the vocabulary at positions whose label is not -100."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                           ignore_index=-100)
+    return token_cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
 def nsp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

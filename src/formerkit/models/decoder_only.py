@@ -22,6 +22,7 @@ from formerkit.models.heads import classification_loss
 from formerkit.nn import KVCache, causal_mask, make_attention_mask, padding_mask
 from formerkit.nn.decoding import DecodingPlan, StepLinear, step_linear
 from formerkit.nn.linear import apply_linear
+from formerkit.nn.losses import token_cross_entropy
 
 Rotary = tuple[torch.Tensor, torch.Tensor]
 # (tokens (B,), positions (B,) or int) -> (stack input (B, D), rotary (cos, sin) or None)
@@ -159,8 +160,7 @@ class CausalLMMixin:
         if labels is not None:
             # Shift the labels rather than the logits: no copy of the (B, T, V) tensor.
             targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                                   ignore_index=-100)
+            loss = token_cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         return ModelOutput(loss=loss, logits=logits, past_key_values=out.past_key_values,
                            attentions=out.attentions)
 
