@@ -152,3 +152,21 @@ def test_lora_runs_its_frozen_base_on_onednn_with_the_same_adapter_gradients(mon
     for mine, theirs in zip(got, expected, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
     assert not torch.equal(got[0], expected[0])  # oneDNN ran: its rounding differs
+
+
+@needs_onednn
+def test_second_derivatives_match_float64():
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(600, 576), torch.randn(1536, 576) / 24, torch.randn(1536)
+
+    def gradient_penalty(fn, tensors):  # create_graph: the backward itself is differentiated
+        out = fn(*tensors)
+        grads = torch.autograd.grad(out.tanh().sum(), tensors, create_graph=True)
+        penalty = sum(g.square().sum() for g in grads)
+        return out, torch.autograd.grad(penalty, tensors)
+
+    out, second = gradient_penalty(linear, _leaves(x, weight, bias))
+    _, exact = gradient_penalty(F.linear, _leaves(x.double(), weight.double(), bias.double()))
+    assert _on_onednn(out)
+    for mine, truth in zip(second, exact, strict=True):  # values up to 2e5: rounding is relative
+        assert (mine.double() - truth).abs().max() < 1e-6 * truth.abs().max()

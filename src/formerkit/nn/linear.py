@@ -87,13 +87,15 @@ class _OneDNNLinear(torch.autograd.Function):
         ctx.has_bias = bias is not None
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         x, weight = ctx.saved_tensors
         grad_rows = grad.reshape(-1, grad.shape[-1])  # (N, out)
         grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:  # g W: oneDNN reads the transposed view without a copy
-            grad_x = onednn_linear(grad_rows, weight.t()).view(x.shape)
+        if ctx.needs_input_grad[0]:
+            # g W: oneDNN reads the transposed view without a copy. With create_graph the
+            # backward runs with gradients on and must itself be differentiable: MKL's mm.
+            grad_x = (grad_rows.mm(weight) if torch.is_grad_enabled()
+                      else onednn_linear(grad_rows, weight.t())).view(x.shape)
         if ctx.needs_input_grad[1]:
             grad_weight = grad_rows.t().mm(x.reshape(-1, x.shape[-1]))
         if ctx.has_bias and ctx.needs_input_grad[2]:
