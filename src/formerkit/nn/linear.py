@@ -2,12 +2,14 @@
 
 PyTorch runs ``F.linear`` in float32 on the CPU through MKL. On the CI machine's AMD EPYC
 (2 cores), oneDNN's kernel for the same product is faster for the shapes that training and
-prompt processing run: at 512 rows, the SmolLM-135M layer shapes ran their forward product
-1.1-1.4x and their input-gradient product (g W) 1.05-1.35x faster, and a whole training step
-of that model 1.19x (``benchmarks/bench_llama.py``). It is slower for small products (about
-20 us of fixed cost: 0.3-1.0x under about 5M multiply-adds) and no faster for the weight
-gradient (g^T x), which stays on MKL. Its summation order is not MKL's: results are within
-float32 rounding of ``F.linear``, not bit-equal.
+prompt processing run: at the SmolLM-135M and GPT benchmark shapes (512 and 2,048 rows) its
+forward product ran 1.13-1.63x and its input gradient (g W) 1.06-1.58x faster
+(``benchmarks/bench_linear.py``), and a SmolLM-135M training step went from 0.95-0.99x
+transformers' speed to 1.14-1.30x (``benchmarks/bench_llama.py``, with
+``formerkit.nn.losses``). It is slower for small products (about 20 us of fixed cost:
+0.23-0.97x under about 5M multiply-adds) and for most weight gradients (g^T x), which stay on
+MKL. Its summation order is not MKL's: results are within float32 rounding of ``F.linear``,
+not bit-equal.
 
 ``linear`` takes oneDNN's kernel for fp32 CPU products of at least ``ONEDNN_MIN_MACS``
 multiply-adds, outside autocast, tracing, scripting, ``torch.compile``/``torch.export`` and
@@ -29,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Under a few million multiply-adds oneDNN's fixed cost outweighs its faster inner loop: its
-# forward product measured 0.83-1.02x F.linear's speed from 2M to 5.3M multiply-adds (0.3-0.5x
-# under 1M) and 1.15-1.47x from 7M up (fp32, the 2-core CI machine).
+# forward product measured 0.65-0.97x F.linear's speed from 2.1M to 5.3M multiply-adds (0.4x at
+# 0.5M), 1.25x at 7.1M and 1.13-1.63x from 57M up (fp32, the 2-core CI machine).
 ONEDNN_MIN_MACS = 2**23
 
 
@@ -73,7 +75,9 @@ def _takes_onednn(x: Tensor, weight: Tensor) -> bool:
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """x W^T + b with oneDNN's forward and input-gradient products and MKL's weight gradient."""
+    """x W^T + b with oneDNN's forward and input-gradient products and MKL's weight gradient;
+    under ``create_graph`` the backward is MKL's differentiable ``mm``s, for second
+    derivatives."""
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
