@@ -1,14 +1,14 @@
 """What the one-token decoding step's speed-ups pay (``formerkit.nn.decoding``): TorchScript for
-its layer loop, and its few-row products (``step_linear``): oneDNN's kernel for tall weights and
-a batched product over row blocks of each other weight.
+its layer loop, and its few-row products (``step_linear``): a batched product over row blocks of
+each weight, the blocks as its left operand.
 
 For the configurations the step covers (GPT-2: LayerNorm, fused q/k/v, GELU; a Llama: RMSNorm,
 separate q/k/v, grouped-query attention, rotary, SwiGLU, small and SmolLM-135M-sized; the
 seq2seq decoder: post-norm with cross-attention), greedy batch-1 generation runs four ways,
-interleaved in one process: as shipped (TorchScript, oneDNN, row blocks), without oneDNN
-(``FORMERKIT_ONEDNN=0``: row blocks for every weight), with plain ``F.linear`` for every
-product, and as plain Python. The script prints the median milliseconds per new token of each,
-the ratios, and whether all four gave the same tokens.
+interleaved in one process: as shipped (TorchScript, weight-left row blocks), with exact products
+(``FORMERKIT_EXACT_PRODUCTS=1``: the row blocks on the right, F.linear's bits), with plain
+``F.linear`` for every product, and as plain Python. The script prints the median milliseconds
+per new token of each, the ratios, and whether all four gave the same tokens.
 
     python benchmarks/bench_decoding_step.py [--rounds 5] [--new-tokens 200] [--threads N]
 """
@@ -40,15 +40,15 @@ CONFIGS = {
 }
 
 
-def generate(model, prompt: torch.Tensor, new_tokens: int, runner, blocks: int, onednn: bool
+def generate(model, prompt: torch.Tensor, new_tokens: int, runner, blocks: int, exact: bool
              ) -> tuple[float, torch.Tensor]:
     """(ms per new token, output) with ``runner`` as the plan's layer loop, ``blocks`` row
-    blocks per weight and oneDNN for tall weights or not."""
+    blocks per weight and exact products or not."""
     original, original_blocks = decoding.compiled_layers_step, decoding.step_blocks
-    original_onednn = os.environ.get("FORMERKIT_ONEDNN")
+    original_exact = os.environ.get("FORMERKIT_EXACT_PRODUCTS")
     decoding.compiled_layers_step = lambda: runner
     decoding.step_blocks = lambda: blocks
-    os.environ["FORMERKIT_ONEDNN"] = "1" if onednn else "0"
+    os.environ["FORMERKIT_EXACT_PRODUCTS"] = "1" if exact else "0"
     try:
         start = time.perf_counter()
         with torch.inference_mode():
@@ -56,10 +56,10 @@ def generate(model, prompt: torch.Tensor, new_tokens: int, runner, blocks: int, 
         return (time.perf_counter() - start) * 1e3 / new_tokens, out
     finally:
         decoding.compiled_layers_step, decoding.step_blocks = original, original_blocks
-        if original_onednn is None:
-            del os.environ["FORMERKIT_ONEDNN"]
+        if original_exact is None:
+            del os.environ["FORMERKIT_EXACT_PRODUCTS"]
         else:
-            os.environ["FORMERKIT_ONEDNN"] = original_onednn
+            os.environ["FORMERKIT_EXACT_PRODUCTS"] = original_exact
 
 
 def main() -> None:
@@ -74,11 +74,11 @@ def main() -> None:
     if scripted is decoding._layers_step:
         raise SystemExit("TorchScript is unavailable or turned off (FORMERKIT_TORCHSCRIPT=0)")
     blocks = decoding.step_blocks()
-    variants = {"shipped": (scripted, blocks, True), "no oneDNN": (scripted, blocks, False),
-                "F.linear": (scripted, 1, False), "python": (decoding._layers_step, blocks, True)}
+    variants = {"shipped": (scripted, blocks, False), "exact": (scripted, blocks, True),
+                "F.linear": (scripted, 1, True), "python": (decoding._layers_step, blocks, False)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads ({blocks} row blocks), "
           f"{args.rounds} interleaved rounds, {args.new_tokens} new tokens, batch 1\n")
-    print("| configuration | shipped ms/token | no oneDNN | / shipped | F.linear | / shipped | "
+    print("| configuration | shipped ms/token | exact | / shipped | F.linear | / shipped | "
           "Python | / shipped | same tokens |\n|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for label, (name, fields) in CONFIGS.items():
         torch.manual_seed(0)

@@ -53,14 +53,14 @@ def linear_layers_tokens_per_s(model: torch.nn.Module, steps: int) -> dict[str, 
 
     - ``"F.linear"``: one-row products as transformers runs them (MKL runs them on one thread);
     - ``"formerkit"``: formerkit's decoding products (``formerkit.nn.decoding.step_linear``:
-      oneDNN's kernel for tall weights, row blocks over the threads for the others);
+      each weight's row blocks over the threads, as the left operand of a batched product);
     - ``"memory"``: reading every weight once (a sum over each on all threads), the memory
       bound that no fp32 batch-1 decoding beats.
     """
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     rows = {m.in_features: torch.randn(1, m.in_features, dtype=m.weight.dtype,
                                        device=m.weight.device) for m in linears}
-    products = decoding.step_products([model])
+    products = decoding.step_products()
     gathered = [decoding.gather_module(m, products) for m in linears]
     runs = {
         "F.linear": lambda: [linear(rows[linear.in_features]) for linear in linears],

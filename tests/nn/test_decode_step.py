@@ -1,12 +1,13 @@
 """The compiled one-token decoding step (``DecodingPlan``) must equal the modules' own cached
-forward, for every configuration the blocks build: bit for bit, except where a tall weight's
-product runs on oneDNN (``FORMERKIT_ONEDNN``), within float32 rounding."""
+forward, for every configuration the blocks build: bit for bit with exact products
+(``FORMERKIT_EXACT_PRODUCTS=1``) or where no weight is blocked, within float32 rounding with
+the default weight-left blocked products."""
 
 import pytest
 import torch
 
 from formerkit.models.gpt import GPTConfig, GPTForCausalLM
-from formerkit.nn import Decoder, Encoder, KVCache, RotaryEmbedding, decoding, linear, padding_mask
+from formerkit.nn import Decoder, Encoder, KVCache, RotaryEmbedding, decoding, padding_mask
 from formerkit.nn.decoding import DecodingPlan, Products
 from formerkit.nn.lora import apply_lora
 
@@ -244,11 +245,11 @@ def test_gpt_gathered_step_equals_the_module_path_bit_for_bit(dtype):
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("rows", [1, 3, 6])  # 6: past the blocked range, the plain product
 @pytest.mark.parametrize("blocks", [2, 3])
-def test_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias):
+def test_exact_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias):
     torch.manual_seed(0)
     weight = torch.randn(1152, 384)
     b = torch.randn(1152) if bias else None
-    step = decoding.gather_linear(weight, b, Products(blocks, onednn=False))
+    step = decoding.gather_linear(weight, b, Products(blocks, exact=True))
     assert step.blocks is not None and step.blocks.shape == (blocks, 384, 1152 // blocks)
     assert step.blocks.data_ptr() == weight.data_ptr()  # a view: optimizer steps show
     x = torch.randn(rows, 384)
@@ -258,7 +259,7 @@ def test_blocked_linear_equals_f_linear_bit_for_bit(blocks, rows, bias):
 
 def test_blocked_linear_applies_only_where_it_pays():
     def blocks(weight, n):
-        return decoding.gather_linear(weight, None, Products(n, onednn=False)).blocks
+        return decoding.gather_linear(weight, None, Products(n, exact=True)).blocks
 
     big = torch.randn(1152, 384)
     assert blocks(big, 1) is None  # one thread
@@ -275,68 +276,34 @@ def test_blocked_linear_applies_only_where_it_pays():
     assert blocks(small, 2) is None
 
 
-needs_onednn = pytest.mark.skipif(not linear.has_onednn_linear(),
-                                  reason="this PyTorch has no oneDNN linear (x86 builds do)")
-
-
-@needs_onednn
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("rows", [1, 2, 4, 6])  # 6: past the few-row range, F.linear's bits
-def test_onednn_product_of_a_tall_weight_is_f_linear_within_float32_rounding(rows, bias):
+@pytest.mark.parametrize("rows", [1, 2, 4, 6])  # 6: past the blocked range, F.linear's bits
+@pytest.mark.parametrize("blocks", [2, 3])
+def test_weight_left_blocks_are_f_linear_within_float32_rounding(blocks, rows, bias):
     torch.manual_seed(0)
-    weight, b = torch.randn(1536, 576), torch.randn(1536) if bias else None
-    step = decoding.gather_linear(weight, b, Products(2, onednn=True))
-    assert step.onednn and step.blocks is None and step.weight.data_ptr() == weight.data_ptr()
-    x = torch.randn(rows, 576)
+    weight, b = torch.randn(1152, 384), torch.randn(1152) if bias else None
+    step = decoding.gather_linear(weight, b, Products(blocks, exact=False))
+    assert not step.exact and step.blocks.shape == (blocks, 1152 // blocks, 384)
+    assert step.blocks.data_ptr() == weight.data_ptr()  # a view: optimizer steps show
+    x = torch.randn(rows, 384)
     expected = torch.nn.functional.linear(x, weight, b)
     for run in (decoding.step_linear, torch.jit.script(decoding.step_linear)):
         out = run(x, step)
         if rows > 4:
             assert torch.equal(out, expected)
-        else:  # outputs of size ~24: float32 rounding, not a wrong row or a dropped bias
+        else:  # outputs of size ~20: float32 rounding, not a misplaced row, block or bias
             torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)
 
 
-def test_onednn_takes_only_tall_large_fp32_weights():
-    def gather(weight, blocks=2):
-        return decoding.gather_linear(weight, None, Products(blocks, onednn=True))
-
-    tall = torch.randn(1536, 576)
-    assert gather(tall, blocks=1).onednn  # one thread too: it beats MKL's gemv
-    wide = gather(tall.t().contiguous())
-    assert not wide.onednn and wide.blocks is not None
-    small = gather(torch.randn(512, 256))  # oneDNN was slower there
-    assert not small.onednn and small.blocks is not None
-    assert not gather(tall.bfloat16()).onednn
-    assert not gather(tall.t().contiguous().t()).onednn
-    off = decoding.gather_linear(tall, None, Products(2, onednn=False))
-    assert not off.onednn and off.blocks is not None
-
-
-def test_cache_sizes_parse_as_sysfs_writes_them():
-    assert decoding.cache_size_bytes("32768K\n") == 32 * 2**20
-    assert decoding.cache_size_bytes("1M") == 2**20
-    assert decoding.cache_size_bytes("512") == 512
-
-
-def test_plans_take_onednn_only_for_weights_that_exceed_the_last_level_cache(monkeypatch):
-    import formerkit
-
-    model = formerkit.create_model("llama", vocab_size=4096, d_model=64, n_heads=4,
-                                   n_kv_heads=2, n_layers=2, d_ff=128, max_seq_len=32)
-    stack, head = model.model.encoder, model.lm_head
-    total = 4 * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    monkeypatch.setattr(linear, "has_onednn_linear", lambda: True)
-    monkeypatch.setattr(decoding, "last_level_cache_bytes", lambda: total)  # fits: no oneDNN
-    assert not DecodingPlan.build(stack, head=head).products.onednn
-    stack_bytes = total - 4 * head.weight.numel()
-    monkeypatch.setattr(decoding, "last_level_cache_bytes", lambda: stack_bytes)
-    assert not DecodingPlan.build(stack).products.onednn  # the layers alone fit
-    plan = DecodingPlan.build(stack, head=head)  # with the head they do not
-    assert plan.products.onednn and plan.head.onednn  # (4096, 64): tall, 2^18 elements
-    assert not plan.layers[0].ff_in[0].onednn  # (128, 64): too small, blocked or plain
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")
-    assert not DecodingPlan.build(stack, head=head).products.onednn
+def test_plans_take_weight_left_products_unless_exact_ones_are_asked_for(monkeypatch):
+    monkeypatch.delenv("FORMERKIT_EXACT_PRODUCTS", raising=False)
+    assert decoding.step_products(2) == (2, False)
+    monkeypatch.setenv("FORMERKIT_EXACT_PRODUCTS", "1")
+    assert decoding.step_products(2) == (2, True)
+    stack = Encoder.build(1, d_model=256, n_heads=4, d_ff=512, dropout=0.0).eval()
+    plan = DecodingPlan.build(stack, blocks=2)
+    assert plan.products.exact and plan.layers[0].ff_in[0].exact
+    assert plan.layers[0].ff_in[0].blocks.shape == (2, 256, 256)  # (n, in, out / n): exact
 
 
 BLOCKED_MODELS = {  # wide enough that most weights take the blocked product
@@ -356,7 +323,7 @@ def test_blocked_step_keeps_the_logits_of_the_module_path_bit_for_bit(name, bloc
     """Left-padded rows, the LM head included: blocked step logits == module-path logits."""
     import formerkit
 
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")  # the machine's cache may be smaller than these
+    monkeypatch.setenv("FORMERKIT_EXACT_PRODUCTS", "1")
     monkeypatch.setattr(decoding, "step_blocks", lambda: blocks)
     torch.manual_seed(0)
     model = formerkit.create_model(name, **BLOCKED_MODELS[name]).eval()
@@ -364,19 +331,19 @@ def test_blocked_step_keeps_the_logits_of_the_module_path_bit_for_bit(name, bloc
     runs = _decode_with_and_without_step(model, prompt,
                                          [[[3], [7]], [[11], [2]], [[5], [5]], [[9], [4]]])
     step = runs[True][1].extras["step"]
-    assert step.plan.products == (blocks, False) and step.head.blocks is not None
+    assert step.plan.products == (blocks, True) and step.head.blocks is not None
     assert step.plan.layers[0].ff_out.blocks is not None  # the widest weights are blocked
     assert torch.equal(runs[True][0], runs[False][0])
 
 
-@needs_onednn
 @pytest.mark.parametrize("name", list(BLOCKED_MODELS))
-def test_onednn_step_keeps_the_module_path_within_float32_rounding(name, monkeypatch):
-    """Tall feed-forward layers and LM head on oneDNN, the rest blocked: the step's logits are
-    the module path's within float32 rounding, and greedy picks the same tokens."""
+def test_weight_left_step_keeps_the_module_path_within_float32_rounding(name, monkeypatch):
+    """The default products: the step's logits are the module path's within float32 rounding,
+    and greedy picks the same tokens."""
     import formerkit
 
-    monkeypatch.setattr(decoding, "last_level_cache_bytes", lambda: 2**20)  # weights stream
+    monkeypatch.delenv("FORMERKIT_EXACT_PRODUCTS", raising=False)
+    monkeypatch.setattr(decoding, "step_blocks", lambda: 2)
     torch.manual_seed(0)
     model = formerkit.create_model(name, **{**BLOCKED_MODELS[name], "vocab_size": 2048}).eval()
     prompt = torch.randint(3, 2048, (2, 6))
@@ -384,7 +351,8 @@ def test_onednn_step_keeps_the_module_path_within_float32_rounding(name, monkeyp
                                          [[[3], [7]], [[11], [2]], [[5], [5]], [[9], [4]]])
     step = runs[True][1].extras["step"]
     layer = step.plan.layers[0]
-    assert step.head.onednn and layer.ff_in[0].onednn and not layer.ff_out.onednn
-    assert not torch.equal(runs[True][0], runs[False][0])  # oneDNN did run: other rounding
+    assert not step.plan.products.exact and layer.ff_in[0].blocks is not None
+    assert step.head.blocks.shape == (2, 1024, 384)  # (n, out / n, in): the weight on the left
+    assert not torch.equal(runs[True][0], runs[False][0])  # they ran: other rounding
     torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-4, atol=1e-5)
     assert torch.equal(runs[True][0].argmax(-1), runs[False][0].argmax(-1))

@@ -72,10 +72,10 @@ def test_small_products_and_other_dtypes_are_f_linear_bit_for_bit():
 
 
 @needs_onednn
-def test_formerkit_onednn_0_keeps_f_linear(monkeypatch):
+def test_exact_products_keep_f_linear(monkeypatch):
     torch.manual_seed(0)
     x, weight = torch.randn(600, 576, requires_grad=True), torch.randn(1536, 576)
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")
+    monkeypatch.setenv("FORMERKIT_EXACT_PRODUCTS", "1")
     out = linear(x, weight)
     assert not _on_onednn(out) and torch.equal(out, F.linear(x, weight))
 
@@ -113,9 +113,9 @@ def test_a_llama_training_step_on_onednn_equals_the_f_linear_step(monkeypatch):
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")
+    monkeypatch.setenv("FORMERKIT_EXACT_PRODUCTS", "1")
     loss, grads = step()
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "1")
+    monkeypatch.setenv("FORMERKIT_EXACT_PRODUCTS", "0")
     monkeypatch.setattr(fk_linear, "ONEDNN_MIN_MACS", 1)  # every product of the tiny model
     seen = []
     original = fk_linear._OneDNNLinear.apply
@@ -144,9 +144,9 @@ def test_lora_runs_its_frozen_base_on_onednn_with_the_same_adapter_gradients(mon
         out.square().mean().backward()
         return [out.detach(), x.grad, layer.lora_A.grad, layer.lora_B.grad]
 
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "0")
+    monkeypatch.setenv("FORMERKIT_EXACT_PRODUCTS", "1")
     expected = run()
-    monkeypatch.setenv("FORMERKIT_ONEDNN", "1")
+    monkeypatch.setenv("FORMERKIT_EXACT_PRODUCTS", "0")
     got = run()
     assert layer.base.weight.grad is None  # the base stays frozen
     for mine, theirs in zip(got, expected, strict=True):

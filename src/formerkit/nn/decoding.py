@@ -9,20 +9,19 @@ attention, rotary positions, sliding windows, plain or gated feed-forward, and t
 decoder's cross-attention.
 
 The step is not a second definition of the layers' math. It replays the modules' own operations
-(``F.linear``, a batched product that gives its bits, or oneDNN's kernel for the same product;
+(``F.linear``, or a batched product over row blocks of the weight for the same product;
 attention, rotary and RMSNorm call the same functions in ``formerkit.nn.functional``), and the
 tests check it against the modules' cached forward for every configuration above: bit for bit
-with ``FORMERKIT_ONEDNN=0``, within float32 rounding otherwise. Where a part must run as a
-module (LoRA or another wrapper, a hook, the ``math`` or ``linear`` backend), ``build`` returns
-``None`` and callers run the modules.
+with ``FORMERKIT_EXACT_PRODUCTS=1``, within float32 rounding otherwise. Where a part must run
+as a module (LoRA or another wrapper, a hook, the ``math`` or ``linear`` backend), ``build``
+returns ``None`` and callers run the modules.
 
 Batch-1 decoding reads every weight once per token, so its speed is that of the one-row matrix
 products, and ``F.linear`` (MKL) runs those on one thread at about a third of the memory
 bandwidth. On the CPU, for up to 4 rows, ``step_linear`` runs them as a batched product over
-row blocks of the weight, one block per thread, which gives ``F.linear``'s bits; where the
-weights exceed the last-level cache, a tall weight (out >= 2 in: the LM head, the
-feed-forward's first layers) goes through oneDNN's product instead, within float32 rounding of
-``F.linear`` (``step_products``). ``FORMERKIT_ONEDNN=0`` keeps every product to its bits.
+row blocks of the weight, one block per thread, each block the product's left operand: about
+the memory's speed, within float32 rounding of ``F.linear``. ``FORMERKIT_EXACT_PRODUCTS=1``
+puts the blocks on the right instead, slower but with ``F.linear``'s bits.
 
 ``_layers_step`` is compiled once per process with TorchScript, which runs the same ATen
 operations without Python's per-operation cost (7-15% of a CPU decoding step of a SmolLM-135M
@@ -37,7 +36,6 @@ Build one per decoding run.
 """
 
 import functools
-import glob
 import os
 import warnings
 from collections.abc import Callable
@@ -58,7 +56,7 @@ from formerkit.nn.layers import (
     FeedForward,
     GatedFeedForward,
 )
-from formerkit.nn.linear import _plain, onednn_allowed, onednn_linear
+from formerkit.nn.linear import _plain, exact_products
 from formerkit.nn.norms import RMSNorm
 
 # This module avoids ``from __future__ import annotations``: TorchScript reads the annotations.
@@ -71,9 +69,9 @@ class StepLinear(NamedTuple):
 
     weight: Tensor  # (out, in)
     bias: Tensor | None
-    blocks: Tensor | None  # (n, in, out / n) view of the weight's n row blocks, or None
-    block_bias: Tensor | None  # (n, 1, out / n) view of the bias
-    onednn: bool  # run few-row inputs through oneDNN's product (then ``blocks`` is None)
+    blocks: Tensor | None  # the weight's n row blocks: (n, out / n, in), or (n, in, out / n)
+    block_bias: Tensor | None  # the bias in blocks: (n, out / n, 1), or (n, 1, out / n)
+    exact: bool  # blocks as (n, in, out / n), the product F.linear's bits; else weight-left
 
 
 class _Norm(NamedTuple):
@@ -106,52 +104,52 @@ def _activate(x: Tensor, name: str) -> Tensor:
 
 
 # MKL multiplies a single row by a matrix (gemv) on one thread, whatever the thread count, at
-# about a third of the memory bandwidth; a batched product over row blocks of the weight runs one
-# block per thread and gives the same bits. Measured on the 2-core CI machine (fp32, the linear
-# layers of SmolLM-135M): 1.5-1.9x the tokens per second of F.linear with 2 blocks for 1 to 4
-# rows (beam search included); at 8 rows, where MKL's matrix product threads itself, 6% slower.
-# Blocks have at least ``BLOCK_MIN_ELEMENTS`` elements (a weight of 2^16 splits in two): for
-# smaller ones waking a thread costs about what it saves, and ATen's batched product of tiny
-# matrices is a loop with another summation order.
+# about a third of the memory bandwidth. A batched product over row blocks of the weight runs one
+# block per thread. Which operand the weight is matters more: with each block on the left,
+# bmm(W_b (out / n, in), x^T (in, B)), MKL reads the weight near the memory's speed (on the
+# 2-core CI machine, 19-28 GB/s from memory for the SmolLM-135M shapes, 38-57 for GPT's from the
+# cache, against 9-12 for F.linear), within float32 rounding of F.linear; with the block on the
+# right, bmm(x, W_b^T), it gives F.linear's bits but reads at 11-22 GB/s. The default is the
+# first, ``exact_products()`` (FORMERKIT_EXACT_PRODUCTS=1) the second. For 1 to 4 rows (beam
+# search included); at 8 rows MKL's matrix product threads itself. Blocks have at least
+# ``BLOCK_MIN_ELEMENTS`` elements (a weight of 2^16 splits in two): for smaller ones waking a
+# thread costs about what it saves, and ATen's batched product of tiny matrices is a loop with
+# another summation order.
 BLOCK_MIN_ELEMENTS = 2**15
-
-# oneDNN's one-row kernel reads a tall fp32 weight from memory faster still: on the 2-core CI
-# machine, for 1 to 4 rows, 1.2-1.4x the blocked product for weights streamed from memory of
-# the SmolLM-135M shapes (1536, 576) and (49152, 576), GPT's (1536, 384) and (8000, 256); about
-# even at (1152, 384), slower for square, wide and smaller weights (0.8-0.96x at (512, 256)),
-# which stay blocked. From the cache it is not faster: a step whose weights fit the last-level
-# cache (the seq2seq benchmark's, 16 MB of 32) ran 7% slower with it, so a plan takes it only
-# for weights that exceed that cache. Its summation order is not MKL's: its results are within
-# float32 rounding of F.linear, not bit-equal.
-ONEDNN_MIN_ELEMENTS = 2**18
 
 
 class Products(NamedTuple):
-    """How a plan runs its few-row products: at most ``blocks`` row blocks per weight, and
-    tall weights on oneDNN's kernel or not."""
+    """How a plan runs its few-row products: at most ``blocks`` row blocks per weight, with
+    F.linear's bits (``exact``) or the faster weight-left product."""
 
     blocks: int
-    onednn: bool
+    exact: bool
 
 
 def step_linear(x: Tensor, layer: StepLinear) -> Tensor:
-    """``F.linear(x, weight, bias)`` for x (B, in): bit for bit, or within float32 rounding
-    where ``layer.onednn``."""
+    """``F.linear(x, weight, bias)`` for x (B, in): bit for bit where ``layer.exact`` or the
+    weight is not blocked, within float32 rounding otherwise."""
     blocks, rows = layer.blocks, x.shape[0]
-    few_rows = rows <= 4  # a literal: TorchScript reads no globals
-    if layer.onednn and few_rows:
-        return onednn_linear(x, layer.weight, layer.bias)
-    if blocks is not None and few_rows:
-        x_per_block = x.unsqueeze(0).expand(blocks.shape[0], rows, x.shape[1])
-        block_bias = layer.block_bias
+    if blocks is None or rows > 4:  # a literal: TorchScript reads no globals
+        # F.linear, not addmm: TorchScript's optimised graph splits addmm into mm + add, which
+        # rounds differently.
+        return F.linear(x, layer.weight, layer.bias)
+    block_bias = layer.block_bias
+    if layer.exact:
+        x_per_block = x.expand(blocks.shape[0], rows, x.shape[1])  # (n, B, in)
         if block_bias is None:
             out = torch.bmm(x_per_block, blocks)
         else:
             out = torch.baddbmm(block_bias, x_per_block, blocks)
         return out.transpose(0, 1).reshape(rows, -1)  # (n, B, out / n) -> (B, out)
-    # F.linear, not addmm: TorchScript's optimised graph splits addmm into mm + add, which
-    # rounds differently.
-    return F.linear(x, layer.weight, layer.bias)
+    columns = x.t().expand(blocks.shape[0], x.shape[1], rows)  # (n, in, B)
+    if block_bias is None:
+        out = torch.bmm(blocks, columns)
+    else:
+        out = torch.baddbmm(block_bias, blocks, columns)
+    if rows == 1:
+        return out.view(1, -1)  # (n, out / n, 1) -> (1, out)
+    return out.permute(2, 0, 1).reshape(rows, -1)  # (n, out / n, B) -> (B, out)
 
 
 def step_blocks() -> int:
@@ -159,64 +157,36 @@ def step_blocks() -> int:
     return torch.get_num_threads()
 
 
-def cache_size_bytes(text: str) -> int:
-    """A sysfs cache size ("32768K", "1M", "512") in bytes."""
-    units = {"K": 2**10, "M": 2**20, "G": 2**30}
-    text = text.strip()
-    return int(text[:-1]) * units[text[-1]] if text[-1:] in units else int(text)
-
-
-@functools.cache
-def last_level_cache_bytes() -> int:
-    """The size of the CPU's largest cache (Linux sysfs), or 32 MiB where it is unknown."""
-    sizes = []
-    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
-        try:
-            with open(path) as file:
-                sizes.append(cache_size_bytes(file.read()))
-        except (OSError, ValueError):
-            continue
-    return max(sizes, default=32 * 2**20)
-
-
-def step_products(modules: list[nn.Module], blocks: int | None = None) -> Products:
-    """The products for a step over ``modules``' linear layers: ``blocks`` (default
-    ``step_blocks()``) row blocks, and oneDNN for their tall weights where those weights
-    together exceed the last-level cache (read from memory every token), oneDNN is in this
-    PyTorch, and ``FORMERKIT_ONEDNN`` is not ``0``."""
-    blocks = step_blocks() if blocks is None else blocks
-    weights = {id(m.weight): m.weight for module in modules for m in module.modules()
-               if isinstance(m, nn.Linear)}  # a tied head counts once
-    streamed = sum(w.numel() * w.element_size() for w in weights.values()) \
-        > last_level_cache_bytes()
-    onednn = streamed and onednn_allowed()
-    return Products(blocks, onednn)
+def step_products(blocks: int | None = None) -> Products:
+    """The products for a step: ``blocks`` (default ``step_blocks()``) row blocks per weight,
+    exact where ``FORMERKIT_EXACT_PRODUCTS`` is ``1``."""
+    return Products(step_blocks() if blocks is None else blocks, exact_products())
 
 
 def gather_linear(weight: Tensor, bias: Tensor | None, products: Products) -> StepLinear:
-    """The step's view of a (out, in) weight and its bias, for few-row inputs: on oneDNN's
-    product for a tall weight (out >= 2 in, at least ``ONEDNN_MIN_ELEMENTS``) where
-    ``products.onednn``, else split into at most ``products.blocks`` row blocks where that
-    pays: an fp32 weight on the CPU, blocks of at least ``BLOCK_MIN_ELEMENTS`` elements and of
-    a multiple of 16 rows (MKL's kernels then round each output as they do for the whole
-    weight: checked for every such width up to 392 and some wider, with 1 to 4 rows; an odd
-    width is not). Unsplit where neither applies."""
+    """The step's view of a (out, in) weight and its bias, for few-row inputs: split into at
+    most ``products.blocks`` row blocks where that pays: an fp32 weight on the CPU, blocks of at
+    least ``BLOCK_MIN_ELEMENTS`` elements and of a multiple of 16 rows (then, in the exact
+    orientation, MKL's kernels round each output as they do for the whole weight: checked for
+    every such width up to 392 and some wider, with 1 to 4 rows; an odd width is not).
+    Unsplit, so ``F.linear``, where that does not apply."""
     out_features, in_features = weight.shape
+    exact = products.exact
     if weight.device.type != "cpu" or weight.dtype != torch.float32 \
             or not weight.is_contiguous():
-        return StepLinear(weight, bias, None, None, False)
-    if products.onednn and out_features >= 2 * in_features \
-            and weight.numel() >= ONEDNN_MIN_ELEMENTS:
-        return StepLinear(weight, bias, None, None, True)
+        return StepLinear(weight, bias, None, None, exact)
     blocks = min(products.blocks, weight.numel() // BLOCK_MIN_ELEMENTS)
     while blocks > 1 and out_features % (16 * blocks):
         blocks -= 1
     if blocks < 2:
-        return StepLinear(weight, bias, None, None, False)
+        return StepLinear(weight, bias, None, None, exact)
     size = out_features // blocks
-    block_bias = None if bias is None else bias.view(blocks, 1, size)
-    return StepLinear(weight, bias, weight.view(blocks, size, -1).transpose(1, 2),
-                      block_bias, False)
+    row_blocks = weight.view(blocks, size, in_features)
+    if exact:
+        block_bias = None if bias is None else bias.view(blocks, 1, size)
+        return StepLinear(weight, bias, row_blocks.transpose(1, 2), block_bias, True)
+    block_bias = None if bias is None else bias.view(blocks, size, 1)
+    return StepLinear(weight, bias, row_blocks, block_bias, False)
 
 
 def _normalise(x: Tensor, norm: _Norm, rms: bool) -> Tensor:
@@ -376,7 +346,7 @@ class DecodingPlan:
     """An ``Encoder``'s or ``Decoder``'s step over one new position per row, for inference.
 
     Build with ``DecodingPlan.build(stack)``; ``step`` then equals the stack's forward on
-    ``x[:, None]`` with the cache (causal): bit for bit with ``FORMERKIT_ONEDNN=0``, within
+    ``x[:, None]`` with the cache (causal): bit for bit with ``FORMERKIT_EXACT_PRODUCTS=1``, within
     float32 rounding otherwise (``step_linear``).
     """
 
@@ -406,7 +376,7 @@ class DecodingPlan:
         if not _uniform(list(stack.layers)):
             return None
         rms = type(stack.layers[0].norm1) is RMSNorm
-        products = step_products([stack] if head is None else [stack, head], blocks)
+        products = step_products(blocks)
         layers = [_gather(layer, rms, products) for layer in stack.layers]
         if any(layer is None for layer in layers):
             return None

@@ -14,11 +14,8 @@ not bit-equal.
 ``linear`` takes oneDNN's kernel for fp32 CPU products of at least ``ONEDNN_MIN_MACS``
 multiply-adds, outside autocast, tracing, scripting, ``torch.compile``/``torch.export`` and
 functorch transforms (which need ``F.linear``'s own graph), where this PyTorch has the kernel
-(its x86 builds) and ``FORMERKIT_ONEDNN`` is not ``0``; every other product is ``F.linear``.
-Batch-1 decoding has its own product choice (``formerkit.nn.decoding.step_linear``).
-
-This module avoids ``from __future__ import annotations``: TorchScript compiles ``onednn_linear``
-into the decoding step and reads its annotations.
+(its x86 builds) and ``FORMERKIT_EXACT_PRODUCTS`` is not ``1``; every other product is
+``F.linear``. Batch-1 decoding has its own product choice (``formerkit.nn.decoding``).
 """
 
 import functools
@@ -45,9 +42,16 @@ def has_onednn_linear() -> bool:
                                                             "_linear_pointwise")
 
 
+def exact_products() -> bool:
+    """``FORMERKIT_EXACT_PRODUCTS=1``: every product gives ``F.linear``'s bits (MKL), in the
+    modules and in the decoding step, at the price of the faster kernels."""
+    return os.environ.get("FORMERKIT_EXACT_PRODUCTS", "0") == "1"
+
+
 def onednn_allowed() -> bool:
-    """oneDNN's kernel is in this PyTorch and ``FORMERKIT_ONEDNN`` does not turn it off."""
-    return os.environ.get("FORMERKIT_ONEDNN", "1") != "0" and has_onednn_linear()
+    """oneDNN's kernel is in this PyTorch and ``FORMERKIT_EXACT_PRODUCTS`` does not rule it
+    out."""
+    return not exact_products() and has_onednn_linear()
 
 
 def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
