@@ -24,7 +24,7 @@ the memory's speed, within float32 rounding of ``F.linear``. ``FORMERKIT_EXACT_P
 puts the blocks on the right instead, slower but with ``F.linear``'s bits.
 
 ``_layers_step`` is compiled once per process with TorchScript, which runs the same ATen
-operations without Python's per-operation cost (7-15% of a CPU decoding step of a SmolLM-135M
+operations without Python's per-operation cost (7-21% of a CPU decoding step of a SmolLM-135M
 shape, within 8% either way for small models; ``benchmarks/bench_decoding_step.py``) and
 compiles in milliseconds, where ``torch.compile`` takes seconds. TorchScript is deprecated:
 where it is missing or fails, or with ``FORMERKIT_TORCHSCRIPT=0``, the same function runs as
