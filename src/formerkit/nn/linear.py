@@ -56,11 +56,12 @@ def onednn_allowed() -> bool:
 
 def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """oneDNN's x W^T + b for a 2-D x (no autograd): within float32 rounding of F.linear."""
-    no_scalars = torch.jit.annotate(list[int | float | complex | None], [])
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", no_scalars, "")
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-def _functorch_active() -> bool:
+def functorch_active() -> bool:
+    """A functorch transform (``torch.func.grad``, ``vmap``, ...) is running: custom autograd
+    functions without its rules must step aside."""
     active = getattr(torch._C, "_are_functorch_transforms_active", None)
     return bool(active()) if active is not None else False
 
@@ -75,7 +76,7 @@ def _takes_onednn(x: Tensor, weight: Tensor) -> bool:
             and weight.dtype == torch.float32 and weight.device.type == "cpu"
             and weight.is_contiguous() and x.dim() >= 1 and x.shape[-1] == in_features
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-            and not _functorch_active() and onednn_allowed())
+            and not functorch_active() and onednn_allowed())
 
 
 class _OneDNNLinear(torch.autograd.Function):

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from formerkit.nn.linear import functorch_active
+
 
 class _TokenCrossEntropy(torch.autograd.Function):
     @staticmethod
@@ -50,7 +52,6 @@ def token_cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -10
     rounding, with one (N, V) tensor in the backward pass instead of three. Without a gradient
     to compute, under ``torch.compile`` or functorch transforms, it is ``F.cross_entropy``."""
     if (not (torch.is_grad_enabled() and logits.requires_grad) or logits.dim() != 2
-            or torch.compiler.is_compiling()
-            or getattr(torch._C, "_are_functorch_transforms_active", lambda: False)()):
+            or torch.compiler.is_compiling() or functorch_active()):
         return F.cross_entropy(logits, targets, ignore_index=ignore_index)
     return _TokenCrossEntropy.apply(logits, targets, ignore_index)
